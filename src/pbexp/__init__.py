@@ -1,0 +1,3 @@
+"""pbexp: config-driven PyTorch experiments (PTB language models, IMDB classifiers)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,21 @@
+"""Errors that mean "the user asked for something wrong", as opposed to bugs.
+
+The CLI catches :class:`PbexpError` and prints its message on one line (no traceback)
+and exits non-zero; anything else is a bug and keeps its traceback.
+"""
+
+
+class PbexpError(Exception):
+    """A user-facing error: bad config, missing or malformed data, unusable checkpoint."""
+
+
+class ConfigError(PbexpError):
+    """A config value is not allowed. The message names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+
+class DataError(PbexpError):
+    """Data is missing, truncated or malformed. The message says which file and what to do."""

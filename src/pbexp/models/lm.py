@@ -1,0 +1,85 @@
+"""The recurrent language model: embedding -> dropout -> RNN -> dropout -> linear decoder.
+
+Follows pytorch/examples' word_language_model ``RNNModel``, plus the IRNN initialisation
+(Le, Jaitly & Hinton 2015) that the report proposed as a fix for deep ReLU RNNs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pbexp.errors import ConfigError
+
+CELLS = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN}
+INITS = ("uniform", "identity", "default")
+
+
+class RNNLanguageModel(nn.Module):
+    """Input ids [T, B] -> logits [T, B, vocab]; carries the hidden state between calls.
+
+    ``init``: ``uniform`` (every weight U(-init_range, init_range), decoder bias 0, as Zaremba et al.),
+    ``identity`` (IRNN: recurrent matrices = identity_scale * I, all biases 0, input weights
+    N(0, input_std^2)), or ``default`` (PyTorch's own initialisation of each module).
+    """
+
+    def __init__(self, vocab_size: int, cell: str = "LSTM", emb_size: int = 200, hidden_size: int = 200,
+                 num_layers: int = 2, dropout: float = 0.2, tie_weights: bool = False, init: str = "uniform",
+                 init_range: float = 0.1, identity_scale: float = 1.0, input_std: float = 0.001):
+        super().__init__()
+        check_lm_config(vocab_size, cell, emb_size, hidden_size, num_layers, dropout, tie_weights, init)
+        self.cell, self.num_layers, self.hidden_size = cell, num_layers, hidden_size
+        self.drop = nn.Dropout(dropout)
+        self.embedding = nn.Embedding(vocab_size, emb_size)
+        kwargs = {"nonlinearity": "tanh" if cell == "RNN_TANH" else "relu"} if cell.startswith("RNN_") else {}
+        self.rnn = CELLS[cell](emb_size, hidden_size, num_layers, dropout=dropout if num_layers > 1 else 0.0,
+                               **kwargs)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+        if init == "uniform":
+            self._init_uniform(init_range)
+        elif init == "identity":
+            self._init_identity(identity_scale, input_std)
+        if tie_weights:  # Press & Wolf 2017 / Inan et al. 2017: one matrix for input and output words
+            self.decoder.weight = self.embedding.weight
+
+    def _init_uniform(self, r: float) -> None:
+        for p in self.parameters():
+            nn.init.uniform_(p, -r, r)
+        nn.init.zeros_(self.decoder.bias)
+
+    def _init_identity(self, scale: float, input_std: float) -> None:
+        for name, p in self.rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                gates = p.shape[0] // self.hidden_size  # 4 for LSTM, 3 for GRU, 1 for RNN
+                with torch.no_grad():
+                    p.copy_(torch.cat([torch.eye(self.hidden_size) * scale] * gates))
+            elif name.startswith("weight_ih"):
+                nn.init.normal_(p, 0.0, input_std)
+            else:
+                nn.init.zeros_(p)
+
+    def init_hidden(self, batch_size: int, device=None):
+        h = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
+        return (h, h.clone()) if self.cell == "LSTM" else h
+
+    def forward(self, x: torch.Tensor, hidden):
+        emb = self.drop(self.embedding(x))
+        out, hidden = self.rnn(emb, hidden)
+        return self.decoder(self.drop(out)), hidden
+
+
+def check_lm_config(vocab_size, cell, emb_size, hidden_size, num_layers, dropout, tie_weights, init) -> None:
+    """Raise ConfigError for values the model cannot be built with, before any tensor is made."""
+    if cell not in CELLS:
+        raise ConfigError("model.cell", cell, f"one of {sorted(CELLS)}")
+    if init not in INITS:
+        raise ConfigError("model.init", init, f"one of {list(INITS)}")
+    for key, value in (("model.emb_size", emb_size), ("model.hidden_size", hidden_size),
+                       ("model.num_layers", num_layers), ("vocab size", vocab_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(key, value, "a positive integer")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ConfigError("model.dropout", dropout, "a number in [0, 1)")
+    if tie_weights and emb_size != hidden_size:
+        raise ConfigError("model.tie_weights", tie_weights,
+                          f"only with model.emb_size == model.hidden_size (got {emb_size} and {hidden_size})")

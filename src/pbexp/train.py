@@ -1,0 +1,215 @@
+"""Entry point: ``pbexp-train`` / ``python -m pbexp.train`` with Hydra overrides.
+
+``train(cfg) -> results`` does one run in its run directory; ``main()`` wraps it for the
+command line (one-line errors, exit codes, resume by rerunning the same command).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from pbexp.config import instantiate, validate
+from pbexp.errors import PbexpError
+from pbexp.models import build_model
+from pbexp.training import checkpoint as ckpt
+from pbexp.training.logger import RunLogger, truncate_metrics
+from pbexp.training.tasks import build_task
+from pbexp.training.trainer import Diverged, Trainer
+
+log = logging.getLogger("pbexp")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PbexpError(f"trainer.device={name} but no CUDA device is available; use trainer.device=cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def read_results(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_results(run_dir: Path, results: dict) -> None:
+    tmp = run_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, run_dir / "results.json")
+
+
+def overrides() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra (train() called directly, e.g. from a test)
+        return []
+
+
+def hparams_of(cfg: DictConfig, ovr: list[str]) -> dict:
+    """One key set for every run of a sweep: the common knobs plus whatever the sweep overrides."""
+    params = {"model": cfg.model._target_.rsplit(".", 1)[-1], "dataset": cfg.dataset._target_.rsplit(".", 1)[-1],
+              "seed": cfg.seed}
+    for key in ("optimizer", "lr", "batch_size", "epochs", "clip", "schedule"):
+        params[f"trainer.{key}"] = cfg.trainer[key]
+    for o in ovr:
+        key, _, value = o.lstrip("+~").partition("=")
+        if not key.startswith("hydra"):
+            params[key] = value
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """One run: build data, task, model and trainer from ``cfg``, train, test; returns results.json's dict."""
+    run_dir = Path(run_dir)
+    validate(cfg)
+    t = cfg.trainer
+    device = pick_device(t.device)
+    seed_everything(cfg.seed, t.deterministic)
+    data = instantiate(cfg.dataset)
+    task = build_task(data, t, device)
+    model = build_model(cfg.model, data.vocab, **task.model_kwargs()).to(device)
+    trainer = Trainer(t, task, model, run_dir, device, cfg.seed)
+    resumed = trainer.resume()
+    if not resumed and (run_dir / "metrics.jsonl").exists():
+        (run_dir / "metrics.jsonl").unlink()  # a run that died before its first checkpoint starts over
+    if resumed:
+        truncate_metrics(run_dir, trainer.epoch - 1)
+    data.vocab.save(run_dir / "vocab.txt")
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    log.info("model %s: %.2fM parameters, device %s, run dir %s", type(model).__name__, n_params / 1e6, device,
+             run_dir)
+
+    logger = RunLogger(run_dir, purge_step=trainer.step + 1 if resumed else None)
+    stop = _install_signal_handlers(trainer)
+    start = time.time()
+    try:
+        last = trainer.fit(logger)
+        if trainer.stop_requested:
+            raise KeyboardInterrupt(stop["signal"])
+        test = trainer.test()
+    finally:
+        _restore_signal_handlers(stop)
+    logger.scalars("test", test, trainer.step)
+    if "confusion" in test:
+        from pbexp.training.trainer import confusion_figure
+        logger.image("test/confusion", confusion_figure(test["confusion"], data.classes), trainer.step)
+
+    best = ckpt.load(run_dir / "checkpoints" / "best.pt")["valid"] if (run_dir / "checkpoints" / "best.pt").exists() else {}
+    results = {
+        "status": "completed", "task": task.kind, "model": type(model).__name__, "params": n_params,
+        "overrides": overrides(), "epochs": trainer.epoch - 1, "steps": trainer.step,
+        "wall_s": time.time() - start,
+        **{k: v for k, v in last.items() if k.startswith(("train/", "perf/"))},
+        **{f"valid/{k}": v for k, v in best.items()},
+        **{f"test/{k}": v for k, v in test.items()},
+    }
+    write_results(run_dir, results)
+    logger.hparams(hparams_of(cfg, results["overrides"]),
+                   {k: v for k, v in results.items() if k.startswith(("valid/", "test/")) and isinstance(v, float)})
+    logger.close()
+    summary = " ".join(f"{k} {results[k]:.4g}" for k in results
+                       if k.startswith(("valid/", "test/")) and k.split("/")[1] in ("ppl", "acc", "f1"))
+    log.info("done: %s -> %s", summary, run_dir / "results.json")
+    return results
+
+
+def _install_signal_handlers(trainer: Trainer) -> dict:
+    """SIGINT/SIGTERM ask the trainer to stop after the current step and save a checkpoint."""
+    state = {"signal": None, "old": {}}
+
+    def handler(signum, frame):
+        state["signal"] = signal.Signals(signum).name
+        trainer.stop_requested = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            state["old"][sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. a launcher's worker thread)
+            pass
+    return state
+
+
+def _restore_signal_handlers(state: dict) -> None:
+    for sig, old in state["old"].items():
+        signal.signal(sig, old)
+
+
+def _resume_command(run_dir: Path) -> str:
+    args = [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "-m", "--multirun"))]
+    return shlex.join(["pbexp-train", *args, f"hydra.run.dir={run_dir}"])
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> float | None:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    previous = read_results(run_dir)
+    if previous and previous.get("status") == "completed":
+        log.info("run in %s is already complete (results.json); nothing to do", run_dir)
+        return None
+    try:
+        train(cfg, run_dir)
+        return None
+    except KeyboardInterrupt as e:
+        msg = (f"interrupted ({e.args[0] if e.args else 'SIGINT'}); checkpoint saved in {run_dir / 'checkpoints'}. "
+               f"Resume with: {_resume_command(run_dir)}")
+        status, code = "interrupted", EXIT_INTERRUPTED
+    except Diverged as e:
+        msg, status, code = f"diverged: {e}", "diverged", 3
+    except PbexpError as e:
+        msg, status, code = str(e), "failed", EXIT_USER_ERROR
+    except Exception as e:  # a bug: keep the traceback, but a sweep goes on with the other jobs
+        if not multirun:
+            raise
+        log.exception("job failed")
+        msg, status, code = f"{type(e).__name__}: {e}", "failed", 1
+    # Record the failure in this run's own results.json, unless that would overwrite an earlier result.
+    if previous is None and status != "interrupted":
+        try:
+            write_results(run_dir, {"status": status, "error": msg, "overrides": overrides()})
+        except OSError:
+            pass
+    print(f"pbexp-train: error: {msg}", file=sys.stderr, flush=True)
+    log.error(msg)
+    if multirun:
+        return None  # the sweep goes on; pbexp.callbacks makes the sweep exit non-zero at the end
+    sys.exit(code)
+
+
+def main() -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") != "1":
+        os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

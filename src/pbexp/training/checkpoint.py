@@ -1,0 +1,77 @@
+"""Checkpoints: written atomically (temp file + rename), read with ``weights_only=True``.
+
+A corrupt or truncated ``last.pt`` is not fatal: the previous good one is kept as ``last.prev.pt``
+and read instead, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def save_atomic(obj, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_rotating(obj, path: str | Path) -> None:
+    """Save ``path``, keeping the previous version as ``<stem>.prev.pt`` to fall back on."""
+    path = Path(path)
+    if path.exists():
+        os.replace(path, path.with_suffix(".prev.pt"))
+    save_atomic(obj, path)
+
+
+def load(path: str | Path, map_location="cpu"):
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_latest(path: str | Path, map_location="cpu"):
+    """``path`` or, if it is missing or unreadable, its ``.prev.pt``; None when neither loads."""
+    path = Path(path)
+    for candidate in (path, path.with_suffix(".prev.pt")):
+        if not candidate.exists():
+            continue
+        try:
+            return load(candidate, map_location)
+        except Exception as e:  # truncated zip, bad pickle: fall back to the older file
+            log.warning("checkpoint %s is unreadable (%s); trying the previous one", candidate, e)
+    return None
+
+
+def rng_state() -> dict:
+    """RNG states of python, numpy and torch as plain types (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,98 @@
+"""Where a run's numbers go: TensorBoard events (``tb/``), ``metrics.jsonl`` and the console.
+
+Tags follow DESIGN.md: ``{train,valid,test}/{loss,ppl,acc,precision,recall,f1}``, ``opt/lr``,
+``opt/grad_norm``, ``perf/tokens_per_s`` (or ``perf/examples_per_s``), ``perf/epoch_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+log = logging.getLogger("pbexp")
+
+SCALAR_KEYS = ("loss", "ppl", "acc", "precision", "recall", "f1")
+
+
+class RunLogger:
+    """Writes TensorBoard scalars and one JSON line per epoch. ``purge_step`` (on resume) makes
+    TensorBoard drop the points an interrupted process wrote after its last checkpoint."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None, enabled: bool = True):
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step) if enabled else None
+
+    def scalars(self, prefix: str, metrics: dict, step: int) -> None:
+        if not self.enabled:
+            return
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and (key in SCALAR_KEYS or "/" in key or prefix in ("opt", "perf")):
+                self.tb.add_scalar(f"{prefix}/{key}" if prefix else key, value, step)
+
+    def image(self, tag: str, figure, step: int) -> None:
+        if self.enabled:
+            self.tb.add_figure(tag, figure, step)
+
+    def epoch_line(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def hparams(self, params: dict, metrics: dict) -> None:
+        """HPARAMS tab entry written into this run's own event file (``SummaryWriter.add_hparams``
+        would open a second, timestamped run directory: the 'phantom run' pitfall)."""
+        if not self.enabled:
+            return
+        exp, ssi, sei = hparams(params, metrics)
+        writer = self.tb._get_file_writer()
+        for summary in (exp, ssi, sei):
+            writer.add_summary(summary)
+        self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def truncate_metrics(run_dir: Path, keep_epochs: int) -> None:
+    """On resume: drop epoch lines that a killed process wrote after the checkpoint we resume from."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    kept = []
+    for ln in lines:
+        try:
+            if json.loads(ln)["epoch"] <= keep_epochs:
+                kept.append(ln)
+        except (ValueError, KeyError):  # a half-written last line
+            pass
+    path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+
+
+class Progress:
+    """A tqdm bar on a terminal, plain log lines otherwise."""
+
+    def __init__(self, total: int, desc: str, initial: int = 0):
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
+        self.total, self.desc = total, desc
+
+    def update(self, n: int, done: int, info: dict) -> None:
+        text = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix_str(text)
+        else:
+            log.info("%s %d/%d %s", self.desc, done, self.total, text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

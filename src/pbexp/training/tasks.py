@@ -1,0 +1,179 @@
+"""What differs between the two kinds of run, so the trainer's loop has no ``if task == ...``.
+
+A task knows how its batches are cut, what the loss is, whether a hidden state is carried
+between batches, and which metrics it reports. ``LMTask`` follows pytorch/examples'
+``batchify`` / ``get_batch``; ``ClassificationTask`` shuffles fixed-length examples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from pbexp.data.base import ClassificationData, LMData
+from pbexp.training.metrics import classification_metrics, perplexity
+
+
+def batchify(stream: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cut a 1-D token stream into ``batch_size`` columns: [T, B], dropping the ragged tail.
+    Column b holds tokens b*T ... (b+1)*T - 1, so each column is a contiguous piece of text."""
+    n = stream.size(0) // batch_size
+    return stream[: n * batch_size].view(batch_size, n).t().contiguous()
+
+
+def detach_hidden(h):
+    """Cut the graph at the batch boundary (truncated BPTT) while keeping the values."""
+    return tuple(x.detach() for x in h) if isinstance(h, tuple) else h.detach()
+
+
+class LMTask:
+    """Word-level language modelling; the primary metric is validation perplexity (lower is better)."""
+
+    kind = "lm"
+    unit = "tokens"
+    monitor, monitor_mode = "ppl", "min"
+
+    def __init__(self, data: LMData, batch_size: int, bptt: int, eval_batch_size: int = 10,
+                 device="cpu", rank: int = 0, world_size: int = 1):
+        self.data, self.bptt, self.device = data, bptt, torch.device(device)
+        train = batchify(data.train, batch_size)
+        # Data parallel: each rank takes its own slice of the batch columns.
+        per_rank = batch_size // world_size
+        self.train = train[:, rank * per_rank:(rank + 1) * per_rank].contiguous().to(self.device)
+        self.eval = {s: batchify(getattr(data, s), eval_batch_size).to(self.device) for s in ("valid", "test")}
+        self.hidden = None
+
+    def model_kwargs(self) -> dict:
+        return {"vocab_size": len(self.data.vocab)}
+
+    def num_batches(self) -> int:
+        return math.ceil((self.train.size(0) - 1) / self.bptt)
+
+    def windows(self, source: torch.Tensor, start: int = 0):
+        """(x, y) windows of ``bptt`` rows, y shifted by one token; the last window may be shorter."""
+        for i in range(start * self.bptt, source.size(0) - 1, self.bptt):
+            n = min(self.bptt, source.size(0) - 1 - i)
+            yield source[i:i + n], source[i + 1:i + 1 + n]
+
+    def start_epoch(self, model, epoch: int, seed: int) -> None:
+        self.hidden = model.init_hidden(self.train.size(1), self.device)
+
+    def train_batches(self, epoch: int, seed: int, start: int = 0):
+        return self.windows(self.train, start)
+
+    def train_loss(self, model, batch) -> tuple[torch.Tensor, int]:
+        """Mean token NLL of one window, carrying the hidden state from the previous window."""
+        x, y = batch
+        out, self.hidden = model(x, detach_hidden(self.hidden))
+        return F.cross_entropy(out.view(-1, out.size(-1)), y.reshape(-1)), y.numel()
+
+    def summarise(self, total_loss: float, count: int) -> dict:
+        mean = total_loss / count
+        return {"loss": mean, "ppl": math.exp(min(mean, 700.0))}
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict:
+        model.eval()
+        source = self.eval[split]
+        hidden = model.init_hidden(source.size(1), self.device)
+        total, count = torch.zeros((), device=self.device), 0
+        for x, y in self.windows(source):
+            out, hidden = model(x, hidden)
+            total += F.cross_entropy(out.view(-1, out.size(-1)), y.reshape(-1), reduction="sum")
+            count += y.numel()
+        nll = total.item()
+        return {"loss": nll / count, "ppl": perplexity(nll, count)}
+
+    def state_dict(self) -> dict:
+        return {"hidden": self.hidden}
+
+    def load_state_dict(self, state: dict) -> None:
+        h = state["hidden"]
+        self.hidden = tuple(t.to(self.device) for t in h) if isinstance(h, (tuple, list)) else h.to(self.device)
+
+
+class ClassificationTask:
+    """Fixed-length sequence classification; the primary metric is validation accuracy."""
+
+    kind = "clf"
+    unit = "examples"
+    monitor, monitor_mode = "acc", "max"
+
+    def __init__(self, data: ClassificationData, batch_size: int, eval_batch_size: int = 256,
+                 device="cpu", rank: int = 0, world_size: int = 1):
+        self.data, self.batch_size, self.eval_batch_size = data, batch_size, eval_batch_size
+        self.device, self.rank, self.world_size = torch.device(device), rank, world_size
+        pin = self.device.type == "cuda"
+        self.splits = {s: tuple(t.pin_memory() if pin else t for t in data.split(s))
+                       for s in ("train", "valid", "test")}
+
+    def model_kwargs(self) -> dict:
+        return {"vocab_size": len(self.data.vocab), "num_classes": len(self.data.classes),
+                "max_len": self.data.max_len, "pad_idx": self.data.pad_idx}
+
+    def num_batches(self) -> int:
+        n = len(self.splits["train"][1]) // self.world_size
+        return math.ceil(n / self.batch_size)
+
+    def order(self, epoch: int, seed: int) -> torch.Tensor:
+        """This rank's shuffled example indices: a function of (seed, epoch) only, so a resumed
+        run sees the same order, and ranks see disjoint shares (a distributed sampler)."""
+        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        perm = torch.randperm(len(self.splits["train"][1]), generator=g)
+        per_rank = len(perm) // self.world_size
+        return perm[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+    def start_epoch(self, model, epoch: int, seed: int) -> None:
+        pass
+
+    def train_batches(self, epoch: int, seed: int, start: int = 0):
+        x, y = self.splits["train"]
+        idx = self.order(epoch, seed)
+        nb = self.device.type == "cuda"
+        for i in range(start * self.batch_size, len(idx), self.batch_size):
+            j = idx[i:i + self.batch_size]
+            yield x[j].to(self.device, non_blocking=nb), y[j].to(self.device, non_blocking=nb)
+
+    def train_loss(self, model, batch) -> tuple[torch.Tensor, int]:
+        x, y = batch
+        return F.cross_entropy(model(x), y), y.numel()
+
+    def summarise(self, total_loss: float, count: int) -> dict:
+        return {"loss": total_loss / count}
+
+    @torch.no_grad()
+    def predict(self, model, split: str) -> tuple[torch.Tensor, float]:
+        model.eval()
+        x, y = self.splits[split]
+        preds, total = [], 0.0
+        for i in range(0, len(y), self.eval_batch_size):
+            xb, yb = x[i:i + self.eval_batch_size].to(self.device), y[i:i + self.eval_batch_size].to(self.device)
+            logits = model(xb)
+            total += F.cross_entropy(logits, yb, reduction="sum").item()
+            preds.append(logits.argmax(-1).cpu())
+        return torch.cat(preds), total / max(1, len(y))
+
+    def evaluate(self, model, split: str) -> dict:
+        preds, loss = self.predict(model, split)
+        out = classification_metrics(self.splits[split][1].numpy(), preds.numpy(), self.data.classes)
+        out["loss"] = loss
+        return out
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def build_task(data, trainer_cfg, device, rank: int = 0, world_size: int = 1):
+    """The task object for a dataset's kind."""
+    if data.task == "lm":
+        return LMTask(data, trainer_cfg.batch_size, trainer_cfg.bptt, trainer_cfg.eval_batch_size, device,
+                      rank, world_size)
+    if data.task == "clf":
+        return ClassificationTask(data, trainer_cfg.batch_size, trainer_cfg.eval_batch_size, device,
+                                  rank, world_size)
+    raise ValueError(f"unknown task kind {data.task!r}")

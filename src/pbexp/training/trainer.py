@@ -1,0 +1,248 @@
+"""The shared training loop: the same for every task (see tasks.py for what differs).
+
+Per step: forward through the task, backward, clip, optimiser step; losses are summed on the
+device and read back only every ``log_every`` steps (no per-step host sync). Per epoch: evaluate
+on valid, step the learning-rate schedule, save ``last.pt`` (and ``best.pt`` when valid improves).
+At the end: test with the best weights. Checkpoints carry everything needed to resume exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pbexp.errors import PbexpError
+from pbexp.training import checkpoint as ckpt
+from pbexp.training.logger import Progress, RunLogger, truncate_metrics
+
+log = logging.getLogger("pbexp")
+
+
+class Diverged(PbexpError):
+    """The training loss became NaN or infinite."""
+
+
+def make_optimizer(cfg, params):
+    name = cfg.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(name)  # validated earlier (config.validate)
+
+
+def _zaremba_factor(epoch: int, decay_start: int, decay: float) -> float:
+    """lr multiplier after ``epoch`` finished epochs: constant for ``decay_start`` epochs, then x decay each."""
+    return decay ** max(0, epoch + 1 - decay_start)
+
+
+def make_scheduler(cfg, optimizer):
+    """``plateau``: divide lr by ``lr_factor`` whenever validation does not improve (pytorch/examples);
+    ``zaremba``: constant for ``decay_start`` epochs, then x ``lr_decay`` each epoch; ``none``."""
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / cfg.lr_factor,
+                                                          patience=0, threshold=0.0)
+    if cfg.schedule == "zaremba":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, partial(_zaremba_factor, decay_start=cfg.decay_start, decay=cfg.lr_decay))
+    return None
+
+
+class Trainer:
+    def __init__(self, cfg, task, model: nn.Module, run_dir: Path, device, seed: int, is_main: bool = True,
+                 ddp_model: nn.Module | None = None):
+        self.cfg, self.task, self.model, self.run_dir = cfg, task, model, Path(run_dir)
+        self.net = ddp_model or model  # what the forward pass goes through (DDP wrapper or the model)
+        self.device, self.seed, self.is_main = device, seed, is_main
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(cfg, self.params)
+        self.scheduler = make_scheduler(cfg, self.optimizer)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        # Counters; restored by resume().
+        self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
+        self.best = None
+        self._reset_epoch_sums()
+        self.stop_requested = False
+
+    def _reset_epoch_sums(self) -> None:
+        # Summed every step on the device (float64), so an interrupted and resumed epoch adds the
+        # same numbers in the same order as an uninterrupted one: bit-identical train metrics.
+        self.epoch_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.epoch_count, self.epoch_time = 0, 0.0
+
+    # ---- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best,
+            "epoch_loss": self.epoch_loss, "epoch_count": self.epoch_count, "epoch_time": self.epoch_time,
+            "task": self.task.state_dict(), "rng": ckpt.rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise PbexpError(f"checkpoint in {self.ckpt_dir} was made by a model of a different shape; "
+                             f"use a new run directory or the original model settings ({str(e).splitlines()[0]})")
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        for key in ("epoch", "batch_in_epoch", "step", "best", "epoch_loss", "epoch_count", "epoch_time"):
+            setattr(self, key, state[key])
+        self.task.load_state_dict(state["task"])
+        ckpt.set_rng_state(state["rng"])
+
+    def resume(self) -> bool:
+        """Load ``last.pt`` if there is one; True when resumed."""
+        state = ckpt.load_latest(self.ckpt_dir / "last.pt", map_location=self.device)
+        if state is None:
+            return False
+        self.load_state_dict(state)
+        log.info("resuming from %s: epoch %d, batch %d, step %d", self.ckpt_dir / "last.pt", self.epoch,
+                 self.batch_in_epoch, self.step)
+        return True
+
+    def save_last(self) -> None:
+        if self.is_main:
+            ckpt.save_rotating(self.state_dict(), self.ckpt_dir / "last.pt")
+
+    # ---- loop --------------------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def fit(self, logger: RunLogger) -> dict:
+        """Train for ``cfg.epochs`` epochs (or ``cfg.max_steps`` steps); returns the last epoch's record."""
+        cfg, task = self.cfg, self.task
+        record = {}
+        while self.epoch <= cfg.epochs and not self._steps_done():
+            record = self._train_epoch(logger)
+            if self.stop_requested:
+                break
+        return record
+
+    def _steps_done(self) -> bool:
+        return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
+
+    def _train_epoch(self, logger: RunLogger) -> dict:
+        cfg, task, model = self.cfg, self.task, self.net
+        if self.batch_in_epoch == 0:
+            task.start_epoch(self.model, self.epoch, self.seed)
+            self._reset_epoch_sums()
+        model.train()
+        total = task.num_batches()
+        progress = Progress(total, f"epoch {self.epoch}", initial=self.batch_in_epoch) if self.is_main else None
+        loss_sum = torch.zeros((), device=self.device)  # since the last log line, on the device
+        count, grad_norm = 0, torch.zeros(())
+        t_log = t_epoch = time.perf_counter()
+        for batch in task.train_batches(self.epoch, self.seed, start=self.batch_in_epoch):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, n = task.train_loss(model, batch)
+            loss.backward()
+            if cfg.clip > 0:
+                grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.clip)
+            self.optimizer.step()
+            loss_sum += loss.detach() * n
+            self.epoch_loss += loss.detach() * n
+            self.epoch_count += n
+            count += n
+            self.step += 1
+            self.batch_in_epoch += 1
+            last = self.batch_in_epoch == total or self._steps_done()
+            if self.step % cfg.log_every == 0 or last:
+                mean = loss_sum.item() / count  # the one host sync, every log_every steps
+                if not math.isfinite(mean):
+                    raise Diverged(f"training loss became {mean} at step {self.step} (epoch {self.epoch}); "
+                                   f"the learning rate {self.lr:g} is probably too high: try trainer.lr="
+                                   f"{self.lr / 4:g}")
+                now = time.perf_counter()
+                speed = count / (now - t_log)
+                if self.is_main:
+                    info = task.summarise(mean * count, count)
+                    logger.scalars("train", info, self.step)
+                    logger.scalars("opt", {"lr": self.lr, "grad_norm": float(grad_norm)}, self.step)
+                    logger.scalars("perf", {f"{task.unit}_per_s": speed}, self.step)
+                    progress.update(self.step % cfg.log_every or cfg.log_every, self.batch_in_epoch,
+                                    {**info, f"{task.unit}/s": round(speed)})
+                loss_sum.zero_()
+                count, t_log = 0, now
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
+                self.epoch_time += time.perf_counter() - t_epoch
+                t_epoch = time.perf_counter()
+                self.save_last()
+            if self._steps_done() or self.stop_requested:
+                break
+        if progress:
+            progress.close()
+        self.epoch_time += time.perf_counter() - t_epoch
+        if self.stop_requested:
+            self.save_last()
+            return {}
+        return self._end_epoch(logger)
+
+    def _end_epoch(self, logger: RunLogger) -> dict:
+        task = self.task
+        train = task.summarise(self.epoch_loss.item(), max(1, self.epoch_count))
+        valid = task.evaluate(self.model, "valid")
+        monitored = valid[task.monitor]
+        better = self.best is None or (monitored < self.best if task.monitor_mode == "min" else monitored > self.best)
+        record = {"epoch": self.epoch, "step": self.step, "lr": self.lr,
+                  **{f"train/{k}": v for k, v in train.items()},
+                  **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
+                  "perf/epoch_s": self.epoch_time,
+                  f"perf/{task.unit}_per_s": self.epoch_count / max(self.epoch_time, 1e-9)}
+        if self.is_main:
+            logger.scalars("valid", valid, self.step)
+            logger.scalars("perf", {"epoch_s": self.epoch_time}, self.step)
+            if "confusion" in valid:
+                logger.image("valid/confusion", confusion_figure(valid["confusion"], task.data.classes), self.step)
+            logger.epoch_line(record)
+            log.info("epoch %d: %s", self.epoch, " ".join(
+                f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float) and "_" not in k.split("/")[-1]))
+        if better:
+            self.best = monitored
+            if self.is_main:
+                ckpt.save_atomic({"model": self.model.state_dict(), "epoch": self.epoch, "valid": valid},
+                                 self.ckpt_dir / "best.pt")
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(monitored if task.monitor_mode == "min" else -monitored)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.save_last()
+        return record
+
+    def test(self) -> dict:
+        """Test metrics with the best weights (the current ones if no epoch finished)."""
+        best = self.ckpt_dir / "best.pt"
+        if best.exists():
+            self.model.load_state_dict(ckpt.load(best, map_location=self.device)["model"])
+        return self.task.evaluate(self.model, "test")
+
+
+def confusion_figure(matrix, classes):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(3, 3))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center")
+    fig.tight_layout()
+    return fig
