@@ -59,8 +59,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("trainer.amp", t.amp, f"one of {list(AMP)}")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError("seed", cfg.seed, "an integer")
-    if "dropout" in cfg.model:
-        _number("model.dropout", cfg.model.dropout, low=0, high=1, high_open=True, what="a number in [0, 1)")
 
 
 def instantiate(node, **kwargs):

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pbexp.config import instantiate, validate
 from pbexp.errors import PbexpError
-from pbexp.models import build_model
+from pbexp.models import build_model, model_config
 from pbexp.training import checkpoint as ckpt
 from pbexp.training.logger import RunLogger, truncate_metrics
 from pbexp.training.tasks import build_task
@@ -73,9 +73,9 @@ def overrides() -> list[str]:
         return []
 
 
-def hparams_of(cfg: DictConfig, ovr: list[str]) -> dict:
+def hparams_of(cfg: DictConfig, kind: str, ovr: list[str]) -> dict:
     """One key set for every run of a sweep: the common knobs plus whatever the sweep overrides."""
-    params = {"model": cfg.model._target_.rsplit(".", 1)[-1], "dataset": cfg.dataset._target_.rsplit(".", 1)[-1],
+    params = {"model": model_config(cfg.model, kind)["_target_"].rsplit(".", 1)[-1], "dataset": cfg.dataset._target_.rsplit(".", 1)[-1],
               "seed": cfg.seed}
     for key in ("optimizer", "lr", "batch_size", "epochs", "clip", "schedule"):
         params[f"trainer.{key}"] = cfg.trainer[key]
@@ -90,12 +90,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """One run: build data, task, model and trainer from ``cfg``, train, test; returns results.json's dict."""
     run_dir = Path(run_dir)
     validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
     device = pick_device(t.device)
     seed_everything(cfg.seed, t.deterministic)
     data = instantiate(cfg.dataset)
     task = build_task(data, t, device)
-    model = build_model(cfg.model, data.vocab, **task.model_kwargs()).to(device)
+    model = build_model(cfg.model, data.vocab, task.kind, **task.model_kwargs()).to(device)
     trainer = Trainer(t, task, model, run_dir, device, cfg.seed)
     resumed = trainer.resume()
     if not resumed and (run_dir / "metrics.jsonl").exists():
@@ -132,7 +133,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         **{f"test/{k}": v for k, v in test.items()},
     }
     write_results(run_dir, results)
-    logger.hparams(hparams_of(cfg, results["overrides"]),
+    logger.hparams(hparams_of(cfg, task.kind, results["overrides"]),
                    {k: v for k, v in results.items() if k.startswith(("valid/", "test/")) and isinstance(v, float)})
     logger.close()
     summary = " ".join(f"{k} {results[k]:.4g}" for k in results

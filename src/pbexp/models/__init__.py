@@ -1,25 +1,39 @@
-"""Model building: a model config is ``_target_`` + hyper-parameters (one class, one YAML)."""
+"""Model building: a model config is ``_target_`` + hyper-parameters (one class, one YAML).
+
+A name used by both tasks (``model=gru``: a GRU language model on PTB, a GRU classifier on IMDB)
+keeps the language model's keys at the top and the other task's config under a key named after
+that task kind (``clf:``); :func:`model_config` picks the one for the dataset's task.
+"""
 
 from __future__ import annotations
 
-from pbexp.config import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from pbexp.config import instantiate
+from pbexp.errors import ConfigError
 from pbexp.models.embeddings import load_pretrained
 
 # Keys handled here, not by the model's constructor.
 BUILDER_KEYS = ("pretrained", "freeze_embeddings")
+TASK_KINDS = ("lm", "clf")
 
 
-def build_model(model_cfg: DictConfig, vocab, **task_kwargs):
+def model_config(model_cfg: DictConfig, kind: str) -> dict:
+    """The plain dict of the model config for a task kind (``_target_`` + constructor keys + builder keys)."""
+    cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    if kind in cfg and isinstance(cfg[kind], dict):
+        cfg = cfg[kind]
+    return {k: v for k, v in cfg.items() if k not in TASK_KINDS}
+
+
+def build_model(model_cfg: DictConfig, vocab, kind: str = "lm", **task_kwargs):
     """Instantiate the model with the sizes the task knows (vocab size, classes, ...), then load
     pretrained embeddings if asked."""
-    cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    cfg = model_config(model_cfg, kind)
     extra = {k: cfg.pop(k, None) for k in BUILDER_KEYS}
     model = instantiate(cfg, **task_kwargs)
     if extra["pretrained"]:
         load_pretrained(model.embedding, vocab, extra["pretrained"], freeze=bool(extra["freeze_embeddings"]))
     elif extra["freeze_embeddings"]:
-        from pbexp.errors import ConfigError
         raise ConfigError("model.freeze_embeddings", True, "only together with model.pretrained=<file>")
     return model

@@ -1,0 +1,79 @@
+"""The real command line, in a subprocess: outputs written, events readable, bad input rejected."""
+
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import TINY_LM, run_cli
+
+
+def read_scalars(tb_dir):
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_cli_run_writes_results_and_tensorboard_events(tiny_ptb, tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli([*TINY_LM, f"dataset.root={tiny_ptb}", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((run / "results.json").read_text())
+    for key in ("train/ppl", "valid/ppl", "test/ppl", "perf/tokens_per_s", "perf/epoch_s", "status", "overrides",
+                "params"):
+        assert key in results
+    assert results["status"] == "completed" and f"dataset.root={tiny_ptb}" in results["overrides"]
+    assert (run / "checkpoints" / "last.pt").exists() and (run / "checkpoints" / "best.pt").exists()
+    assert (run / ".hydra" / "config.yaml").exists()
+    scalars = read_scalars(run / "tb")
+    for tag in ("train/loss", "train/ppl", "valid/ppl", "test/ppl", "opt/lr", "opt/grad_norm", "perf/tokens_per_s",
+                "perf/epoch_s"):
+        assert tag in scalars, (tag, sorted(scalars))
+    assert len(scalars["valid/ppl"]) == 2  # one point per epoch
+    assert scalars["test/ppl"][0][1] == pytest.approx(results["test/ppl"], rel=1e-6)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["valid/ppl"] == pytest.approx(scalars["valid/ppl"][1][1])
+    assert len(list((run / "tb").iterdir())) == 1  # one event file; no phantom hparams run folder
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("trainer.lr=-1", "trainer.lr=-1"),
+    ("model.tie_weights=true", "model.tie_weights"),
+    ("trainer.batch_size=0", "trainer.batch_size=0"),
+    ("model.dropout=1.5", "model.dropout=1.5"),
+])
+def test_bad_override_exits_nonzero_with_one_line_before_training(tiny_ptb, tmp_path, override, needle):
+    run = tmp_path / "run"
+    proc = run_cli([*TINY_LM, f"dataset.root={tiny_ptb}", "model.hidden_size=24", override, f"hydra.run.dir={run}"]
+                   if "tie" in override else [*TINY_LM, f"dataset.root={tiny_ptb}", override, f"hydra.run.dir={run}"],
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    errors = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in proc.stderr
+    assert not (run / "checkpoints").exists() and not (run / "tb").exists()
+
+
+def test_unknown_model_is_rejected_by_hydra_with_the_options(tmp_path):
+    proc = run_cli(["model=transformerx"], cwd=tmp_path)
+    assert proc.returncode != 0 and "transformerx" in proc.stderr and "lstm" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+from conftest import SHARED_DATA, cli_env  # noqa: E402
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ptb" / "ptb.train.txt").exists(), reason="real PTB not found")
+def test_real_ptb_smoke_run(tmp_path):
+    """The default model on the real data for a few dozen steps, data found through the mirror env var."""
+    run = tmp_path / "run"
+    # A small model and large eval batches keep this to seconds; the data path is the real one.
+    proc = run_cli(["trainer.max_steps=40", "trainer.log_every=10", "dataset.download=false",
+                    "model.emb_size=32", "model.hidden_size=32", "trainer.eval_batch_size=100",
+                    f"hydra.run.dir={run}"], cwd=tmp_path, env=cli_env(PBEXP_DATA_MIRROR=str(SHARED_DATA)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((run / "results.json").read_text())
+    # 2x32 LSTM, 10k vocab, untied: embedding + 2 LSTM layers + decoder
+    assert results["steps"] == 40 and results["params"] == 10000 * 32 + 2 * 4 * (32 * 32 * 2 + 2 * 32) + 32 * 10000 + 10000
+    # 40 steps of SGD at lr 20 take the model from ~10,000 (uniform) to well under 2,000.
+    assert results["valid/ppl"] < 2000 and results["test/ppl"] < 2000
+    assert "vocab 10000" in proc.stdout
