@@ -135,6 +135,14 @@ class Trainer:
         return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
 
     def _train_epoch(self, logger: RunLogger) -> dict:
+        self.run_batches(logger)
+        if self.stop_requested:
+            self.save_last()
+            return {}
+        return self._end_epoch(logger)
+
+    def run_batches(self, logger: RunLogger) -> None:
+        """The hot loop: the rest of the current epoch's batches (or until max_steps / a stop request)."""
         cfg, task, model = self.cfg, self.task, self.net
         if self.batch_in_epoch == 0:
             task.start_epoch(self.model, self.epoch, self.seed)
@@ -185,10 +193,6 @@ class Trainer:
         if progress:
             progress.close()
         self.epoch_time += time.perf_counter() - t_epoch
-        if self.stop_requested:
-            self.save_last()
-            return {}
-        return self._end_epoch(logger)
 
     def _end_epoch(self, logger: RunLogger) -> dict:
         task = self.task
