@@ -206,9 +206,47 @@ def hydra_main(cfg: DictConfig) -> float | None:
     sys.exit(code)
 
 
+def _arg_value(args: list[str], key: str) -> str | None:
+    for a in args:
+        if a.startswith(key + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _check_writable(folder: str) -> None:
+    """Fail before Hydra tries to create the output folder (it would show a traceback).
+    Tried for real: permission bits say little when running as root."""
+    import tempfile
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise PbexpError(f"output folder {folder} cannot be written ({e.strerror}); choose another with "
+                         "hydra.run.dir=<folder> (or hydra.sweep.dir=<folder> with -m)") from None
+
+
+def _prepare_argv(argv: list[str]) -> list[str]:
+    """``trainer.resume=<run dir>`` is the same as rerunning with ``hydra.run.dir=<run dir>``."""
+    resume = _arg_value(argv, "trainer.resume")
+    if resume and resume != "null":
+        if not Path(resume, "checkpoints").is_dir() and not Path(resume, "results.json").exists():
+            raise PbexpError(f"trainer.resume={resume}: no checkpoints/ or results.json there; "
+                             "give the run directory of an earlier run")
+        if _arg_value(argv, "hydra.run.dir") is None:
+            argv = [*argv, f"hydra.run.dir={resume}"]
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    out = _arg_value(argv, "hydra.sweep.dir" if multirun else "hydra.run.dir") or "outputs"
+    _check_writable(out)
+    return argv
+
+
 def main() -> None:
-    if os.environ.get("HYDRA_FULL_ERROR") != "1":
-        os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        sys.argv[1:] = _prepare_argv(sys.argv[1:])
+    except PbexpError as e:
+        print(f"pbexp-train: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     hydra_main()
 
 
