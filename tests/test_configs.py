@@ -48,3 +48,20 @@ def test_unknown_key_is_rejected_by_struct_mode():
     from hydra.errors import ConfigCompositionException
     with pytest.raises(ConfigCompositionException, match="lrr"):
         compose_cfg(["trainer.lrr=1"])
+
+
+def test_imdb_dataset_picks_classifier_defaults_but_command_line_wins():
+    cfg = compose_cfg(["dataset=imdb"])
+    assert cfg.trainer.optimizer == "adam" and cfg.model._target_.endswith("CNNClassifier")
+    cfg = compose_cfg(["dataset=imdb", "model=fasttext", "trainer.lr=0.5"])
+    assert cfg.model._target_.endswith("FastText") and cfg.trainer.lr == 0.5 and cfg.trainer.optimizer == "adam"
+
+
+def test_gru_is_a_language_model_on_lm_data_and_a_classifier_on_clf_data():
+    from pbexp.models import build_model, model_config
+    cfg = compose_cfg(["model=gru", "model.emb_size=8", "model.hidden_size=8", "model.clf.hidden_size=6"])
+    lm = build_model(cfg.model, None, "lm", vocab_size=20)
+    clf = build_model(cfg.model, None, "clf", vocab_size=20, num_classes=2, max_len=10, pad_idx=0)
+    assert type(lm).__name__ == "RNNLanguageModel" and lm.cell == "GRU"
+    assert type(clf).__name__ == "GRUClassifier"
+    assert "clf" not in model_config(cfg.model, "lm") and model_config(cfg.model, "clf")["hidden_size"] == 6

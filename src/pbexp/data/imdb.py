@@ -1,0 +1,474 @@
+"""IMDB movie-review sentiment (aclImdb v1.0): reviews -> tokens -> fixed-length id tensors, cached.
+
+Configured by ``configs/dataset/imdb.yaml``; :func:`load_imdb` is the entry point. The data is the
+original ``aclImdb_v1.tar.gz`` (read as a stream, never extracted) or its extracted ``aclImdb/``
+folder, laid out as ``aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt``. Everything else in it
+(``train/unsup``, ``*.feat``, ``urls_*.txt``, README, ...) is ignored.
+
+Steps: find the data (locate.py order, then a download) -> :func:`read_reviews` -> stratified
+train/valid split of train -> tokenise (one process per core) -> vocabulary from the train split
+only -> truncate and right-pad to ``max_len``. The result is cached, keyed by the data file and
+every setting that changes the tensors, so a second run only loads one file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import tarfile
+import tempfile
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from pbexp.data.base import ClassificationData
+from pbexp.data.locate import download, missing_error, search_dirs
+from pbexp.data.tokenize import TOKENIZER_VERSION, tokenize
+from pbexp.data.vocab import Vocab
+from pbexp.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+SUBDIR = "imdb"
+ARCHIVE = "aclImdb_v1.tar.gz"
+FOLDER = "aclImdb"
+NEEDED = [f"{ARCHIVE} (or its extracted {FOLDER}/)"]  # for the "not found" message
+SPLITS = ("train", "test")
+CLASSES = ["neg", "pos"]  # label index = position here
+SPECIALS = ["<pad>", "<unk>"]  # so <pad> = 0 and <unk> = 1
+PAD, UNK = 0, 1
+CACHE_ENV = "PBEXP_CACHE_DIR"
+CACHE_FORMAT = 1  # bump when the cached payload or the pipeline changes in a way the key does not see
+TRUNCATE = ("head", "tail")
+
+_REVIEW_NAME = re.compile(r"(\d+)_(\d+)\.txt")
+_LAYOUT = "aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt"
+
+
+@dataclass(frozen=True)
+class Review:
+    split: str  # "train" or "test"
+    label: int  # index into CLASSES: 0 = neg, 1 = pos
+    rating: int  # the 1-10 star rating from the file name
+    id: int
+    text: str
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_reviews(path: str | Path) -> list[Review]:
+    """All labelled reviews of an ``aclImdb_v1.tar.gz`` archive or an extracted ``aclImdb/`` folder,
+    sorted by (split: train then test, label, id) so both forms give the same list."""
+    path = Path(path)
+    if path.is_dir():
+        if path.name != FOLDER and (path / FOLDER).is_dir():  # also accept the folder that holds aclImdb/
+            path = path / FOLDER
+        reviews = _read_folder(path)
+    elif path.is_file():
+        reviews = _read_archive(path)
+    else:
+        raise DataError(f"IMDB data {path} does not exist")
+    if not reviews:
+        raise DataError(f"no IMDB reviews in {path}: expected files laid out as {_LAYOUT}")
+    reviews.sort(key=lambda r: (SPLITS.index(r.split), r.label, r.id))
+    return reviews
+
+
+def _parse(parts: tuple[str, ...], where: str) -> tuple[str, int, int, int] | None:
+    """(split, label, rating, id) for a path ``split/label/<id>_<rating>.txt`` relative to aclImdb/,
+    or None for any other file (unsup/, README, *.feat, ...)."""
+    if len(parts) != 3 or parts[0] not in SPLITS or parts[1] not in CLASSES or not parts[2].endswith(".txt"):
+        return None
+    m = _REVIEW_NAME.fullmatch(parts[2])
+    if m is None:
+        raise DataError(f"{where}: review file names must look like <id>_<rating>.txt, e.g. 0_9.txt")
+    return parts[0], CLASSES.index(parts[1]), int(m.group(2)), int(m.group(1))
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where} is not valid UTF-8 ({e}); IMDB reviews must be UTF-8 text") from e
+
+
+def _read_folder(folder: Path) -> list[Review]:
+    reviews = []
+    for split in SPLITS:
+        for label in CLASSES:
+            d = folder / split / label
+            if not d.is_dir():
+                continue
+            for entry in os.scandir(d):
+                meta = _parse((split, label, entry.name), entry.path)
+                if meta is not None and entry.is_file():
+                    try:
+                        with open(entry.path, "rb") as f:
+                            data = f.read()
+                    except OSError as e:
+                        raise DataError(f"cannot read IMDB review {entry.path}: {e}") from e
+                    reviews.append(Review(*meta, text=_decode(data, entry.path)))
+    return reviews
+
+
+def _read_archive(archive: Path) -> list[Review]:
+    reviews = []
+    try:
+        # One sequential pass over the compressed stream ("r|"), nothing written to disk.
+        with gzip.open(archive, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tf:
+            for member in tf:
+                name = member.name
+                parts = PurePosixPath(name).parts
+                # We never extract, but a member like this means the archive is not what it claims to be.
+                if name.startswith(("/", "\\")) or ".." in parts:
+                    raise DataError(f"{archive}: member {name!r} escapes the archive folder "
+                                    f"(absolute path or '..'); refusing to use this archive")
+                if not member.isfile() or parts[:1] != (FOLDER,):
+                    continue
+                where = f"{archive}:{name}"
+                meta = _parse(parts[1:], where)
+                if meta is not None:
+                    data = tf.extractfile(member).read()
+                    reviews.append(Review(*meta, text=_decode(data, where)))
+            # tarfile stops at the end-of-archive marker and takes a stream cut at a member boundary
+            # for the end; reading the gzip stream to its end checks it is complete (end marker, CRC).
+            while gz.read(1 << 20):
+                pass
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise DataError(f"{archive} is not a readable tar.gz archive (truncated or corrupt?): {e}. "
+                        f"Replace it with a good copy of {ARCHIVE} from {URL}") from e
+    return reviews
+
+
+# --------------------------------------------------------------------------- finding the data
+
+
+def find_imdb(root: str | Path) -> Path | None:
+    """The archive or extracted folder, looked for in locate.py's order (archive first in each folder)."""
+    for d in search_dirs(root, SUBDIR):
+        if (d / ARCHIVE).is_file():
+            return d / ARCHIVE
+        if (d / FOLDER).is_dir():
+            return d / FOLDER
+    return None
+
+
+def _download(root: str | Path) -> Path:
+    """Fetch the canonical archive into ``<root>/imdb/``. No checksum is published for it, so it is
+    accepted when it reads as an archive with the expected layout (and deleted otherwise)."""
+    dest = Path(root) / SUBDIR / ARCHIVE
+    try:
+        log.info("IMDB data not found locally; downloading %s to %s", URL, dest)
+        download(URL, dest, sha256=None)
+    except DataError as e:
+        raise missing_error("IMDB", root, SUBDIR, NEEDED, extra=str(e)) from e
+    try:
+        reviews = read_reviews(dest)
+        if not {r.split for r in reviews} >= set(SPLITS):
+            raise DataError(f"{dest} lacks a train or test split")
+    except DataError as e:
+        dest.unlink(missing_ok=True)
+        raise DataError(f"downloaded {URL} is not a usable IMDB archive (deleted it): {e}") from e
+    return dest
+
+
+# --------------------------------------------------------------------------- settings and cache
+
+
+def _check_int(key: str, value, lowest: int, allowed: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        raise ConfigError(key, value, allowed)
+
+
+def _check_settings(max_len, max_vocab, min_freq, valid_fraction, split_seed, truncate, lowercase) -> None:
+    _check_int("dataset.max_len", max_len, 1, "an integer >= 1 (tokens kept per review)")
+    if max_vocab is not None:
+        _check_int("dataset.max_vocab", max_vocab, len(SPECIALS) + 1,
+                   f"null (no limit) or an integer >= {len(SPECIALS) + 1} (the size includes {' and '.join(SPECIALS)})")
+    _check_int("dataset.min_freq", min_freq, 1, "an integer >= 1")
+    if isinstance(valid_fraction, bool) or not isinstance(valid_fraction, (int, float)) or not 0 < valid_fraction < 1:
+        raise ConfigError("dataset.valid_fraction", valid_fraction, "a number strictly between 0 and 1")
+    _check_int("dataset.split_seed", split_seed, 0, "an integer >= 0")
+    if truncate not in TRUNCATE:
+        raise ConfigError("dataset.truncate", truncate, "one of head (keep the start), tail (keep the end)")
+    if not isinstance(lowercase, bool):
+        raise ConfigError("dataset.lowercase", lowercase, "true or false")
+
+
+def _fingerprint(source: Path) -> str:
+    """Changes when the data changes: path + size + mtime of the archive, or of every review file."""
+    if source.is_file():
+        st = source.stat()
+        return f"{source.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    h = hashlib.sha256(str(source.resolve()).encode())
+    for split in SPLITS:
+        for label in CLASSES:
+            d = source / split / label
+            if d.is_dir():
+                for e in sorted(os.scandir(d), key=lambda e: e.name):
+                    st = e.stat()
+                    h.update(f"{split}/{label}/{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _cache_key(source: Path, settings: dict) -> str:
+    blob = json.dumps({"format": CACHE_FORMAT, "tokenizer": TOKENIZER_VERSION,
+                       "source": _fingerprint(source), **settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _writable(folder: Path) -> bool:
+    # As root os.access says yes even for a folder marked r-x (like the shared data folder), so
+    # also honour the mode bits: a folder nobody may write to is left alone.
+    try:
+        return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
+def _cache_dirs(source: Path, cache_dir: str | Path | None) -> list[Path]:
+    """Where the cache is looked for and written, in order. An explicit ``cache_dir`` wins; else next
+    to the data if that folder is writable, then $PBEXP_CACHE_DIR or ~/.cache/pbexp."""
+    if cache_dir is not None:
+        return [Path(cache_dir)]
+    fallback = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pbexp")
+    return [source.parent, fallback] if _writable(source.parent) else [fallback]
+
+
+def _load_cache(dirs: list[Path], name: str, key: str) -> dict | None:
+    for d in dirs:
+        path = d / name
+        if not path.is_file():
+            continue
+        try:
+            payload = torch.load(path, weights_only=True)
+            if payload.get("key") == key:
+                log.info("IMDB: loaded cached tensors from %s", path)
+                return payload
+        except Exception as e:  # a half-written or foreign file: rebuild and overwrite it
+            log.warning("IMDB: ignoring unreadable cache %s (%s); rebuilding", path, e)
+    return None
+
+
+def _save_cache(dirs: list[Path], name: str, payload: dict) -> Path | None:
+    for d in dirs:
+        tmp = None
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=name + ".", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; others sharing the data may read it too
+            os.replace(tmp, d / name)  # atomic: a reader sees the old file or the whole new one
+            log.info("IMDB: cached tensors in %s", d / name)
+            return d / name
+        except OSError as e:
+            log.warning("IMDB: cannot write cache in %s (%s)", d, e)
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+    return None  # the cache only saves time; carry on without it
+
+
+# --------------------------------------------------------------------------- building the tensors
+
+
+def stratified_split(labels: list[int], valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, valid) indices: a seeded random ``valid_fraction`` of each class goes to valid.
+    (Same idea as sklearn's ``train_test_split(stratify=...)``, without its 1.4 s import on every cache miss.)"""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    valid = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        n_valid = round(valid_fraction * len(members))
+        if not 0 < n_valid < len(members):
+            raise ConfigError("dataset.valid_fraction", valid_fraction,
+                              f"a fraction that puts some of every class in both train and valid; of the "
+                              f"{len(members)} {CLASSES[c]!r} training reviews it would put {n_valid} in valid")
+        valid.append(rng.permutation(members)[:n_valid])
+    valid = np.sort(np.concatenate(valid))
+    return np.setdiff1d(np.arange(len(labels)), valid), valid
+
+
+def numericalise(token_lists: list[list[str]], itos: list[str], max_len: int, truncate: str) -> np.ndarray:
+    """[N, max_len] int32 ids: each review cut to max_len tokens (its start or its end), right-padded with <pad>."""
+    stoi = {w: i for i, w in enumerate(itos)}
+    out = np.full((len(token_lists), max_len), PAD, dtype=np.int32)
+    for row, toks in zip(out, token_lists):
+        toks = toks[:max_len] if truncate == "head" else toks[-max_len:]
+        row[: len(toks)] = [stoi.get(t, UNK) for t in toks]
+    return out
+
+
+# Tokenising is most of the cold time (pure-Python regex), so it runs in one process per core. Each
+# worker keeps its reviews' tokens between the two steps: it sends its vocabulary counts, gets the
+# final vocabulary back and returns its id matrix, so no token list is ever sent between processes.
+
+
+def _tokenise_and_count(texts: list[str], counted: list[bool], lowercase: bool) -> tuple[list[list[str]], Counter]:
+    tokens = [tokenize(t, lowercase) for t in texts]
+    counts = Counter()
+    for toks, c in zip(tokens, counted):
+        if c:
+            counts.update(toks)
+    return tokens, counts
+
+
+def _worker(conn, texts, counted, lowercase, max_len, truncate) -> None:
+    tokens, counts = _tokenise_and_count(texts, counted, lowercase)
+    conn.send((counts, [len(t) for t in tokens]))
+    itos = conn.recv()
+    conn.send(numericalise(tokens, itos, max_len, truncate))
+    conn.close()
+
+
+def _workers() -> int:
+    """Tokenising processes: one per usable core (at most 8), or 1 where forking is unavailable or not allowed."""
+    if "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
+        return 1  # spawned workers would re-import torch (costs more than it saves); daemons may not have children
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def _tokenise_all(texts: list[str], counted: list[bool], lowercase: bool, max_len: int, truncate: str,
+                  min_freq: int, max_vocab: int | None, where: Path) -> tuple[Vocab, np.ndarray, np.ndarray]:
+    """(vocab from the ``counted`` texts, [N, max_len] ids, token count of each text)."""
+    n_proc = _workers()
+    # Strided, not contiguous: train (counted) and test (not) reviews are then spread evenly.
+    chunks = [slice(i, None, n_proc) for i in range(n_proc)]
+    ctx = mp.get_context("fork") if n_proc > 1 else None
+    procs, conns = [], []
+    try:
+        for sl in chunks[1:]:  # this process does the first chunk itself
+            here, there = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(there, texts[sl], counted[sl], lowercase, max_len, truncate),
+                            daemon=True)
+            p.start()
+            there.close()
+            procs.append(p)
+            conns.append(here)
+        tokens, counts = _tokenise_and_count(texts[chunks[0]], counted[chunks[0]], lowercase)
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        lengths[chunks[0]] = [len(t) for t in tokens]
+        for sl, conn in zip(chunks[1:], conns):
+            c, n = conn.recv()
+            counts.update(c)
+            lengths[sl] = n
+        vocab = Vocab.from_counts(counts, SPECIALS, max_vocab, min_freq)
+        if len(vocab) <= len(SPECIALS):
+            raise DataError(f"IMDB vocabulary from {sum(counted)} training reviews in {where} is empty with "
+                            f"min_freq={min_freq}: no token occurs that often; lower dataset.min_freq")
+        for conn in conns:
+            conn.send(vocab.itos)
+        ids = np.empty((len(texts), max_len), dtype=np.int32)
+        ids[chunks[0]] = numericalise(tokens, vocab.itos, max_len, truncate)
+        for sl, conn in zip(chunks[1:], conns):
+            ids[sl] = conn.recv()
+    except EOFError as e:
+        raise RuntimeError("an IMDB tokeniser worker process died; see its traceback above") from e
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    return vocab, ids, lengths
+
+
+def _build(source: Path, max_len, max_vocab, min_freq, valid_fraction, split_seed, truncate, lowercase) -> dict:
+    t0 = time.perf_counter()
+    log.info("IMDB: reading reviews from %s", source)
+    reviews = read_reviews(source)
+    train = [r for r in reviews if r.split == "train"]
+    test = [r for r in reviews if r.split == "test"]
+    if not train or not test:
+        raise DataError(f"{source} has {len(train)} train and {len(test)} test reviews; both splits are needed "
+                        f"({_LAYOUT})")
+    train_idx, valid_idx = stratified_split([r.label for r in train], valid_fraction, split_seed)
+
+    log.info("IMDB: tokenising %d reviews (%.1f s so far)", len(reviews), time.perf_counter() - t0)
+    counted = [False] * len(reviews)  # the vocabulary sees the train split only, never valid or test
+    for i in train_idx:
+        counted[i] = True  # train reviews come first in ``reviews``
+    vocab, ids, lengths = _tokenise_all([r.text for r in reviews], counted, lowercase, max_len, truncate,
+                                        min_freq, max_vocab, source)
+    log.info("IMDB: vocab %d words; tokens per review median %d, mean %.0f, %.0f%% longer than max_len=%d",
+             len(vocab), np.median(lengths), lengths.mean(), 100 * (lengths > max_len).mean(), max_len)
+
+    ids = torch.from_numpy(ids)
+    labels = torch.tensor([r.label for r in reviews], dtype=torch.int64)
+    # clone: a saved view would drag the whole [train + test] storage into the cache file
+    train_x, train_y = ids[: len(train)], labels[: len(train)]
+    test_x, test_y = ids[len(train):].clone(), labels[len(train):].clone()
+    tri, vai = torch.from_numpy(train_idx), torch.from_numpy(valid_idx)
+    payload = {
+        "itos": vocab.itos,
+        "classes": list(CLASSES),
+        "max_len": max_len,
+        "train_x": train_x[tri], "train_y": train_y[tri],
+        "valid_x": train_x[vai], "valid_y": train_y[vai],
+        "test_x": test_x, "test_y": test_y,
+    }
+    log.info("IMDB: built tensors in %.1f s", time.perf_counter() - t0)
+    return payload
+
+
+def load_imdb(
+    root: str | Path = "data",
+    max_len: int = 400,
+    max_vocab: int | None = 25_000,
+    min_freq: int = 1,
+    valid_fraction: float = 0.1,
+    split_seed: int = 0,
+    truncate: str = "head",
+    lowercase: bool = True,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    download: bool = True,
+) -> ClassificationData:
+    """IMDB as fixed-length id sequences with labels (neg=0, pos=1).
+
+    ``max_vocab`` counts the specials too; ``valid_fraction`` of train (stratified, seeded by
+    ``split_seed``) becomes the validation split; ``truncate`` keeps the head or the tail of long
+    reviews. ``cache_dir`` (default: next to the data, else $PBEXP_CACHE_DIR or ~/.cache/pbexp)
+    holds the cached tensors; ``cache=False`` neither reads nor writes it. ``download=False`` fails
+    at once when the data is not found instead of trying the network.
+    """
+    settings = dict(max_len=max_len, max_vocab=max_vocab, min_freq=min_freq, valid_fraction=valid_fraction,
+                    split_seed=split_seed, truncate=truncate, lowercase=lowercase)
+    _check_settings(**settings)
+    if not isinstance(download, bool):
+        raise ConfigError("dataset.download", download, "true or false")
+
+    source = find_imdb(root)
+    if source is None:
+        if not download:
+            raise missing_error("IMDB", root, SUBDIR, NEEDED, extra="(dataset.download=false, so not downloading)")
+        source = _download(root)
+    payload = None
+    if cache:
+        key = _cache_key(source, settings)
+        name = f"imdb-{key}.pt"
+        dirs = _cache_dirs(source, cache_dir)
+        payload = _load_cache(dirs, name, key)
+    if payload is None:
+        payload = _build(source, **settings)
+        if cache:
+            _save_cache(dirs, name, {"key": key, **payload})
+
+    # ids are stored as int32 to halve the file; embeddings and losses want int64
+    tensors = {f"{s}_{xy}": payload[f"{s}_{xy}"].long() for s in ("train", "valid", "test") for xy in "xy"}
+    return ClassificationData(vocab=Vocab(payload["itos"]), classes=list(payload["classes"]),
+                              max_len=payload["max_len"], pad_idx=PAD, **tensors)
