@@ -99,8 +99,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     model = build_model(cfg.model, data.vocab, task.kind, **task.model_kwargs()).to(device)
     trainer = Trainer(t, task, model, run_dir, device, cfg.seed)
     resumed = trainer.resume()
-    if not resumed and (run_dir / "metrics.jsonl").exists():
-        (run_dir / "metrics.jsonl").unlink()  # a run that died before its first checkpoint starts over
+    if not resumed:  # a run that died before its first checkpoint starts over: drop what it wrote
+        for stale in [run_dir / "metrics.jsonl", *(run_dir / "tb").glob("events.out.tfevents.*")]:
+            stale.unlink(missing_ok=True)
     if resumed:
         truncate_metrics(run_dir, trainer.epoch - 1)
     data.vocab.save(run_dir / "vocab.txt")

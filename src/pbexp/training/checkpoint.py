@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pbexp.training import faults
+
 log = logging.getLogger(__name__)
 
 
@@ -25,6 +27,7 @@ def save_atomic(obj, path: str | Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        faults.during_checkpoint()
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -19,6 +19,7 @@ from torch import nn
 
 from pbexp.errors import PbexpError
 from pbexp.training import checkpoint as ckpt
+from pbexp.training import faults
 from pbexp.training.logger import Progress, RunLogger, truncate_metrics
 
 log = logging.getLogger("pbexp")
@@ -166,6 +167,7 @@ class Trainer:
             count += n
             self.step += 1
             self.batch_in_epoch += 1
+            faults.after_step(self.step)
             last = self.batch_in_epoch == total or self._steps_done()
             if self.step % cfg.log_every == 0 or last:
                 mean = loss_sum.item() / count  # the one host sync, every log_every steps
