@@ -1,0 +1,188 @@
+"""Bad input of every kind: a non-zero exit, a one-line message naming the key or file and what is
+allowed, no traceback, and nothing that existed in the run directory overwritten.
+
+Run in-process through the real entry point (``pbexp.train.main`` with ``sys.argv``) to keep the
+suite fast; test_cli.py covers the same path in real subprocesses."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+import zipfile
+
+import pytest
+
+from pbexp.train import main
+
+from conftest import TINY_LM, write_tiny_ptb
+from test_imdb_data import write_archive, write_tree
+
+CLF_BASE = ["dataset=imdb", "dataset.download=false", "dataset.max_len=12", "trainer.epochs=1",
+            "trainer.batch_size=4"]
+CLF = [*CLF_BASE, "model=fasttext", "model.buckets=100"]
+
+
+GLOVE_3D, GLOVE_BAD = "the 1 2 3\n", "the 1 2 3\ncat 1 x 3\n"
+
+
+def _ptb(d):
+    return write_tiny_ptb(d / "data" / "ptb").parent
+
+
+def _imdb(d, reviews=None, extra=()):
+    folder = write_tree(d / "src", reviews=reviews)
+    write_archive(folder, d / "data" / "imdb" / "aclImdb_v1.tar.gz", extra=list(extra))
+    return d / "data"
+
+
+def _glove(d, text, name="g.txt"):
+    path = d / name
+    path.write_text(text)
+    return path
+
+
+def _truncated_archive(d):
+    root = _imdb(d)
+    arc = root / "imdb" / "aclImdb_v1.tar.gz"
+    arc.write_bytes(arc.read_bytes()[: len(arc.read_bytes()) // 2])
+    return root
+
+
+def _corrupt_archive(d):
+    root = _imdb(d)
+    (root / "imdb" / "aclImdb_v1.tar.gz").write_bytes(gzip.compress(b"this is not a tar file" * 100))
+    return root
+
+
+def _non_utf8(d):
+    root = _imdb(d)
+    bad = d / "src" / "aclImdb" / "train" / "pos" / "3_9.txt"
+    bad.write_bytes(b"caf\xe9 \xff\xfe bad bytes")
+    write_archive(d / "src" / "aclImdb", root / "imdb" / "aclImdb_v1.tar.gz")
+    return root
+
+
+def _different_shape_checkpoint(d, run):
+    root = _ptb(d)
+    assert main_in_process([*TINY_LM, f"dataset.root={root}", "trainer.max_steps=2", "trainer.epochs=1",
+                            "trainer.checkpoint_every=1", f"hydra.run.dir={run}"], expect_exit=False) == 0
+    (run / "results.json").unlink()  # an unfinished run of another shape
+    return [f"dataset.root={root}", "model.hidden_size=24"]
+
+
+# Each case: (id, function building the arguments from a tmp dir, text the message must contain)
+CASES = [
+    ("missing-data", lambda d: ["dataset.root=" + str(d / "nowhere")], "ptb.train.txt"),
+    ("empty-ptb", lambda d: (lambda r: ((r / "ptb" / "ptb.train.txt").write_text(""), [f"dataset.root={r}"])[1])(_ptb(d)),
+     "is empty"),
+    ("malformed-ptb", lambda d: (lambda r: ((r / "ptb" / "ptb.valid.txt").write_bytes(b"\x00\xff" * 50),
+                                            [f"dataset.root={r}"])[1])(_ptb(d)), "ptb.valid.txt"),
+    ("truncated-archive", lambda d: [*CLF, f"dataset.root={_truncated_archive(d)}"], "aclImdb_v1.tar.gz"),
+    ("corrupt-archive", lambda d: [*CLF, f"dataset.root={_corrupt_archive(d)}"], "aclImdb_v1.tar.gz"),
+    ("escaping-member", lambda d: [*CLF, f"dataset.root={_imdb(d, extra=[('aclImdb/../../evil.txt', b'x')])}"],
+     "evil.txt"),
+    ("absolute-member", lambda d: [*CLF, f"dataset.root={_imdb(d, extra=[('/tmp/evil.txt', b'x')])}"], "evil.txt"),
+    ("non-utf8-review", lambda d: [*CLF, f"dataset.root={_non_utf8(d)}"], "3_9.txt"),
+    ("lr-zero", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lr=0"], "trainer.lr"),
+    ("lr-negative", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lr=-1"], "trainer.lr"),
+    ("batch-size", lambda d: [f"dataset.root={_ptb(d)}", "trainer.batch_size=0"], "trainer.batch_size"),
+    ("bptt", lambda d: [f"dataset.root={_ptb(d)}", "trainer.bptt=-5"], "trainer.bptt"),
+    ("emb-size", lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=0"], "model.emb_size"),
+    ("hidden-size", lambda d: [f"dataset.root={_ptb(d)}", "model.hidden_size=-1"], "model.hidden_size"),
+    ("layers", lambda d: [f"dataset.root={_ptb(d)}", "model.num_layers=0"], "model.num_layers"),
+    ("max-len", lambda d: [*CLF, f"dataset.root={_imdb(d)}", "dataset.max_len=0"], "max_len"),
+    ("dropout-one", lambda d: [f"dataset.root={_ptb(d)}", "model.dropout=1.0"], "model.dropout"),
+    ("dropout-negative", lambda d: [f"dataset.root={_ptb(d)}", "model.dropout=-0.2"], "model.dropout"),
+    ("tied-sizes", lambda d: [f"dataset.root={_ptb(d)}", "model.hidden_size=24", "model.tie_weights=true"],
+     "model.tie_weights"),
+    ("filter-width", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=cnn", "model.widths=[3,40]"], "max_len"),
+    ("glove-dimension", lambda d: [f"dataset.root={_ptb(d)}", "model.pretrained=" + str(_glove(d, GLOVE_3D))],
+     "model.emb_size=3"),
+    ("glove-malformed", lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=3",
+                                   "model.pretrained=" + str(_glove(d, GLOVE_BAD))], "line 2"),
+    ("glove-missing", lambda d: [f"dataset.root={_ptb(d)}", f"model.pretrained={d / 'nope.txt'}"], "nope.txt"),
+    ("glove-bad-zip", lambda d: [f"dataset.root={_ptb(d)}", f"model.pretrained={_glove(d, 'not a zip', 'g.zip')}"],
+     "g.zip"),
+    ("freeze-without-file", lambda d: [f"dataset.root={_ptb(d)}", "model.freeze_embeddings=true"],
+     "model.freeze_embeddings"),
+    ("empty-vocab", lambda d: [*CLF, f"dataset.root={_imdb(d)}", "dataset.min_freq=100000"], "vocabulary"),
+    ("optimizer", lambda d: [f"dataset.root={_ptb(d)}", "trainer.optimizer=rmsprop"], "trainer.optimizer"),
+    ("schedule", lambda d: [f"dataset.root={_ptb(d)}", "trainer.schedule=cosine"], "trainer.schedule"),
+    ("cell", lambda d: [f"dataset.root={_ptb(d)}", "model.cell=LSTMX"], "model.cell"),
+    ("no-cuda", lambda d: [f"dataset.root={_ptb(d)}", "trainer.device=cuda"], "trainer.device"),
+]
+
+
+def main_in_process(args, expect_exit=True) -> int:
+    old = sys.argv
+    sys.argv = ["pbexp-train", *args]
+    try:
+        main()
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old
+
+
+def seed_run_dir(run):
+    """What an earlier attempt left in the run directory; none of it may change."""
+    run.mkdir(parents=True, exist_ok=True)
+    files = {run / "results.json": json.dumps({"status": "failed", "error": "earlier"}),
+             run / "metrics.jsonl": '{"epoch": 1}\n', run / "notes.txt": "mine"}
+    for path, text in files.items():
+        path.write_text(text)
+    return files
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_fails_cleanly(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("PBEXP_CACHE_DIR", str(tmp_path / "cache"))
+    name, build, needle = case
+    run = tmp_path / "run"
+    args = build(tmp_path)
+    if "dataset=imdb" not in args:
+        args = [*TINY_LM, *args]
+    files = seed_run_dir(run)
+    capsys.readouterr()
+    code = main_in_process([*args, f"hydra.run.dir={run}"])
+    err = capsys.readouterr().err
+    assert code != 0
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in err
+    for path, text in files.items():
+        assert path.read_text() == text, f"{path.name} was overwritten"
+    assert not (run / "checkpoints").exists() and not (run / "tb").exists()
+
+
+def test_checkpoint_of_another_shape_fails_cleanly(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
+    run = tmp_path / "run"
+    args = [*TINY_LM, *_different_shape_checkpoint(tmp_path, run)]
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    capsys.readouterr()
+    code = main_in_process([*args, f"hydra.run.dir={run}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "different shape" in err and "Traceback" not in err
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main_in_process(["trainer.max_steps=1", f"hydra.run.dir={blocker / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be written" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args,needle", [(["model=transformerx"], "transformerx"),
+                                         (["dataset=wikitext"], "wikitext"),
+                                         (["experiment=nope"], "nope")])
+def test_unknown_model_dataset_or_experiment(tmp_path, capsys, args, needle):
+    code = main_in_process([*args, f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code != 0 and needle in err and "Traceback" not in err
