@@ -291,3 +291,16 @@ def test_learns_whether_a_token_appears(cls, hyper, lr):
             if acc >= 0.95:
                 break
     assert acc >= 0.95, f"train accuracy {acc:.3f} after {step + 1} steps"
+
+
+@pytest.mark.parametrize("cls,seq_len,flat", [(ReportCNN, 30, 1450), (ReportGRU, 30, 1500), (ReportCNNRNN, 50, 2500)])
+def test_report_models_read_the_first_seq_len_words_of_longer_inputs(cls, seq_len, flat):
+    torch.manual_seed(0)
+    model = build(cls, 400, seq_len=seq_len).eval()
+    assert model.flat_features == flat
+    x = torch.randint(2, V, (2, 400))
+    y = x.clone()
+    y[:, seq_len:] = 0  # words past seq_len never reach the model
+    assert torch.equal(model(x), model(y))
+    with pytest.raises(ConfigError, match="model.seq_len"):
+        build(cls, 20, seq_len=seq_len)

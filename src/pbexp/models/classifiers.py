@@ -53,6 +53,15 @@ def _check_task(vocab_size, num_classes, max_len, pad_idx) -> None:
     _check_int("pad_idx", pad_idx, 0, vocab_size - 1, "an index into the vocabulary")
 
 
+def _report_seq_len(seq_len, max_len) -> int:
+    """The report's models read a fixed number of words (30 or 50): the first ``seq_len`` tokens of each
+    review. None means all ``max_len``. More than the dataset provides is an error, not silent padding."""
+    if seq_len is None:
+        return max_len
+    _check_int("model.seq_len", seq_len, 1, max_len, f"at most dataset.max_len={max_len} (the words the data keeps)")
+    return seq_len
+
+
 # ---------------------------------------------------------------- shared pieces for the working models
 
 def _lengths(x: torch.Tensor, pad_idx: int) -> torch.Tensor:
@@ -102,9 +111,10 @@ class ReportCNN(nn.Module):
     """
 
     def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 300,
-                 channels: int = 10, kernel_size: int = 10, hidden_size: int = 600):
+                 channels: int = 10, kernel_size: int = 10, hidden_size: int = 600, seq_len: int | None = None):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
+        self.seq_len = max_len = _report_seq_len(seq_len, max_len)
         _check_int("model.emb_size", emb_size, 2, why="the conv slides over it and max-pools by 2")
         _check_int("model.channels", channels)
         _check_int("model.hidden_size", hidden_size)
@@ -119,7 +129,7 @@ class ReportCNN(nn.Module):
         self.fc2 = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.maxpool1(self.conv1(self.embedding(x)))  # [B, C, (E-k+1)//2]
+        h = self.maxpool1(self.conv1(self.embedding(x[:, :self.seq_len])))  # [B, C, (E-k+1)//2]
         return self.fc2(self.fc1(h.flatten(1)))  # no activation between: as in Table 2
 
 
@@ -135,9 +145,10 @@ class ReportGRU(nn.Module):
     """
 
     def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 300,
-                 hidden_size: int = 50, fc_size: int = 500):
+                 hidden_size: int = 50, fc_size: int = 500, seq_len: int | None = None):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
+        self.seq_len = max_len = _report_seq_len(seq_len, max_len)
         _check_int("model.emb_size", emb_size)
         _check_int("model.hidden_size", hidden_size)
         _check_int("model.fc_size", fc_size)
@@ -148,7 +159,7 @@ class ReportGRU(nn.Module):
         self.decoder2 = nn.Linear(fc_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(self.embedding(x))  # [B, L, H]
+        out, _ = self.rnn(self.embedding(x[:, :self.seq_len]))  # [B, L, H]
         return self.decoder2(torch.sigmoid(self.decoder1(out.flatten(1))))
 
 
@@ -165,9 +176,11 @@ class ReportCNNRNN(nn.Module):
     """
 
     def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 300,
-                 channels: int = 50, kernel_size: int = 3, hidden_size: int = 50, fc_size: int = 500):
+                 channels: int = 50, kernel_size: int = 3, hidden_size: int = 50, fc_size: int = 500,
+                 seq_len: int | None = None):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
+        self.seq_len = max_len = _report_seq_len(seq_len, max_len)
         _check_int("model.emb_size", emb_size, 2, why="the conv slides over it and max-pools by 2")
         _check_int("model.channels", channels)
         _check_int("model.hidden_size", hidden_size)
@@ -185,7 +198,7 @@ class ReportCNNRNN(nn.Module):
         self.decoder2 = nn.Linear(fc_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.maxpool1(self.conv1(self.embedding(x)))  # [B, C, P]
+        h = self.maxpool1(self.conv1(self.embedding(x[:, :self.seq_len])))  # [B, C, P]
         out, _ = self.rnn(h)  # the C channels are the time steps: [B, C, H]
         return self.decoder2(torch.sigmoid(self.decoder1(out.flatten(1))))
 
