@@ -53,7 +53,7 @@ def plain_loop(model, train, steps, bptt, lr, clip, start_row):
 
 def pbexp_loop(model, data, steps, batch_size, bptt, lr, clip, start_batch, tmp):
     cfg = SimpleNamespace(optimizer="sgd", lr=lr, momentum=0.0, weight_decay=0.0, clip=clip, schedule="none",
-                          epochs=1, max_steps=steps, log_every=200, checkpoint_every=0)
+                          epochs=1, max_steps=steps, limit_batches=0, log_every=200, checkpoint_every=0)
     task = LMTask(data, batch_size, bptt)
     trainer = Trainer(cfg, task, model, tmp, torch.device("cpu"), seed=0)
     trainer.batch_in_epoch = start_batch

@@ -74,3 +74,10 @@ def test_zaremba_schedule_in_a_run(tiny_ptb, tmp_path):
     lrs = [json.loads(l)["lr"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     # metrics.jsonl records the lr each epoch ran at
     assert lrs == [5.0, 2.5, 1.25]
+
+
+def test_limit_batches_shortens_every_epoch(tiny_ptb, tmp_path):
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.limit_batches=3", "trainer.epochs=2"])
+    results = train(cfg, tmp_path / "run")
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert results["steps"] == 6 and [l["step"] for l in lines] == [3, 6]

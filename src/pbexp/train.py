@@ -252,4 +252,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the copy imported as ``pbexp.train``, not this ``__main__`` one: launchers that pickle the
+    # task function (joblib, submitit) can then pickle it by reference.
+    from pbexp.train import main as _main
+
+    _main()

@@ -9,8 +9,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
-    """exp of the mean per-token negative log-likelihood (natural log)."""
-    return math.exp(total_nll / total_tokens)
+    """exp of the mean per-token negative log-likelihood (natural log); inf when that overflows."""
+    mean = total_nll / total_tokens
+    return math.exp(mean) if mean < 700 else math.inf
 
 
 def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:

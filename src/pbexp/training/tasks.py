@@ -71,7 +71,7 @@ class LMTask:
 
     def summarise(self, total_loss: float, count: int) -> dict:
         mean = total_loss / count
-        return {"loss": mean, "ppl": math.exp(min(mean, 700.0))}
+        return {"loss": mean, "ppl": perplexity(total_loss, count)}
 
     @torch.no_grad()
     def evaluate(self, model, split: str) -> dict:

@@ -150,6 +150,8 @@ class Trainer:
             self._reset_epoch_sums()
         model.train()
         total = task.num_batches()
+        if cfg.limit_batches:  # quick presets: shorter epochs, same schedule and evaluation
+            total = min(total, cfg.limit_batches)
         progress = Progress(total, f"epoch {self.epoch}", initial=self.batch_in_epoch) if self.is_main else None
         loss_sum = torch.zeros((), device=self.device)  # since the last log line, on the device
         count, grad_norm = 0, torch.zeros(())
@@ -171,14 +173,14 @@ class Trainer:
             last = self.batch_in_epoch == total or self._steps_done()
             if self.step % cfg.log_every == 0 or last:
                 mean = loss_sum.item() / count  # the one host sync, every log_every steps
-                if not math.isfinite(mean):
+                info = task.summarise(mean * count, count)
+                if not all(math.isfinite(v) for v in info.values()):  # NaN/inf loss, or ppl beyond exp(700)
                     raise Diverged(f"training loss became {mean} at step {self.step} (epoch {self.epoch}); "
                                    f"the learning rate {self.lr:g} is probably too high: try trainer.lr="
                                    f"{self.lr / 4:g}")
                 now = time.perf_counter()
                 speed = count / (now - t_log)
                 if self.is_main:
-                    info = task.summarise(mean * count, count)
                     logger.scalars("train", info, self.step)
                     logger.scalars("opt", {"lr": self.lr, "grad_norm": float(grad_norm)}, self.step)
                     logger.scalars("perf", {f"{task.unit}_per_s": speed}, self.step)
@@ -190,7 +192,7 @@ class Trainer:
                 self.epoch_time += time.perf_counter() - t_epoch
                 t_epoch = time.perf_counter()
                 self.save_last()
-            if self._steps_done() or self.stop_requested:
+            if last or self.stop_requested:
                 break
         if progress:
             progress.close()
@@ -200,6 +202,9 @@ class Trainer:
         task = self.task
         train = task.summarise(self.epoch_loss.item(), max(1, self.epoch_count))
         valid = task.evaluate(self.model, "valid")
+        if not all(math.isfinite(m.get(k, 0.0)) for m in (train, valid) for k in ("loss", "ppl")):
+            raise Diverged(f"validation loss is {valid['loss']:g} after epoch {self.epoch}; the learning rate "
+                           f"{self.lr:g} is probably too high: try trainer.lr={self.lr / 4:g}")
         monitored = valid[task.monitor]
         better = self.best is None or (monitored < self.best if task.monitor_mode == "min" else monitored > self.best)
         record = {"epoch": self.epoch, "step": self.step, "lr": self.lr,

@@ -1,0 +1,83 @@
+"""Sweeps as real subprocesses: basic and joblib launchers, failing and diverging jobs, pbexp-report
+on the result, and the HPARAMS entries each run writes into its own event file."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+from conftest import TINY_LM, run_cli
+
+TWO_JOBS = ["model=lstm,gru", "trainer.epochs=1"]
+
+
+def sweep(tmp_path, tiny_ptb, args, name="sweep"):
+    out = tmp_path / name
+    proc = run_cli(["-m", *TINY_LM, f"dataset.root={tiny_ptb}", *args, f"hydra.sweep.dir={out}"], cwd=tmp_path)
+    return proc, out
+
+
+def report(*args):
+    return subprocess.run([sys.executable, "-m", "pbexp.report", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def hparams_sessions(run_dir):
+    """The HPARAMS plugin summaries in a run's tb/ folder: {tag: plugin content bytes}."""
+    found = {}
+    for f in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(f)).Load():
+            for v in event.summary.value:
+                if v.metadata.plugin_data.plugin_name == "hparams":
+                    found[v.tag] = v.metadata.plugin_data.content
+    return found
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["basic", "joblib"])
+def test_two_job_sweep_then_report(tmp_path, tiny_ptb, launcher):
+    proc, out = sweep(tmp_path, tiny_ptb, [*TWO_JOBS, *launcher])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in out.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    results = [json.loads((j / "results.json").read_text()) for j in jobs]
+    assert all(r["status"] == "completed" for r in results)
+    assert ["model=lstm" in r["overrides"] for r in results] == [True, False]
+
+    rep = report(out, "--table", "rnn_types", "--format", "json")
+    assert rep.returncode == 0, rep.stderr
+    rows = json.loads(rep.stdout)
+    by_type = {row["RNN type"]: row for row in rows}
+    assert set(by_type) == {"LSTM", "GRU"}
+    for row, res in zip((by_type["LSTM"], by_type["GRU"]), results):
+        assert row["Test ppl"] == pytest.approx(res["test/ppl"], rel=1e-3)
+        assert row["Valid ppl"] == pytest.approx(res["valid/ppl"], rel=1e-3)
+
+    # Every run holds its own HPARAMS entry (no phantom timestamped run folder), with one key set.
+    key_sets = []
+    for j in jobs:
+        assert [p.name for p in (j / "tb").iterdir() if p.is_dir()] == []
+        found = hparams_sessions(j)
+        assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(found)
+        from tensorboard.plugins.hparams import plugin_data_pb2
+        start = plugin_data_pb2.HParamsPluginData.FromString(found["_hparams_/session_start_info"])
+        key_sets.append(set(start.session_start_info.hparams))
+    assert key_sets[0] == key_sets[1] and "model" in key_sets[0]
+
+
+def test_sweep_with_failing_and_diverging_jobs(tmp_path, tiny_ptb):
+    # job 0 is fine, job 1 has a bad value, job 2 diverges (huge lr, no clipping)
+    proc, out = sweep(tmp_path, tiny_ptb, ["trainer.lr=5,-1,1e12", "trainer.clip=0", "trainer.epochs=1"])
+    assert proc.returncode != 0
+    assert "did not complete" in proc.stderr
+    status = {j.name: json.loads((j / "results.json").read_text()) for j in sorted(out.iterdir()) if j.is_dir()}
+    assert status["0"]["status"] == "completed"
+    assert status["1"]["status"] == "failed" and "trainer.lr" in status["1"]["error"]
+    assert status["2"]["status"] == "diverged" and "trainer.lr=" in status["2"]["error"]
+    rep = report(out, "--table", "generic", "--format", "json")
+    assert rep.returncode == 0, rep.stderr
+    rows = json.loads(rep.stdout)
+    assert len(rows) == 3
+    assert sum("failed" in json.dumps(r) for r in rows) == 2
