@@ -9,8 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
+# Tiny models gain nothing from a second thread, and on a shared 2-core machine OpenMP threads
+# spinning against other processes make them many times slower: one thread here and in every
+# subprocess the tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+torch.set_num_threads(1)
 
 from pbexp.train import CONFIG_DIR
 

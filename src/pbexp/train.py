@@ -24,9 +24,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pbexp.config import instantiate, validate
-from pbexp.errors import PbexpError
+from pbexp.errors import ConfigError, PbexpError
 from pbexp.models import build_model, model_config
 from pbexp.training import checkpoint as ckpt
+from pbexp.training import distributed
 from pbexp.training.logger import RunLogger, truncate_metrics
 from pbexp.training.tasks import build_task
 from pbexp.training.trainer import Diverged, Trainer
@@ -75,8 +76,13 @@ def overrides() -> list[str]:
 
 def hparams_of(cfg: DictConfig, kind: str, ovr: list[str]) -> dict:
     """One key set for every run of a sweep: the common knobs plus whatever the sweep overrides."""
-    params = {"model": model_config(cfg.model, kind)["_target_"].rsplit(".", 1)[-1], "dataset": cfg.dataset._target_.rsplit(".", 1)[-1],
-              "seed": cfg.seed}
+    try:  # the names the user picked (model=gru), else the class / loader names
+        choices = HydraConfig.get().runtime.choices
+        model, dataset = choices["model"], choices["dataset"]
+    except ValueError:
+        model = model_config(cfg.model, kind)["_target_"].rsplit(".", 1)[-1]
+        dataset = cfg.dataset._target_.rsplit(".", 1)[-1]
+    params = {"model": model, "dataset": dataset, "seed": cfg.seed}
     for key in ("optimizer", "lr", "batch_size", "epochs", "clip", "schedule"):
         params[f"trainer.{key}"] = cfg.trainer[key]
     for o in ovr:
@@ -92,30 +98,39 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
-    device = pick_device(t.device)
+    world = distributed.from_env()
+    if t.batch_size % world.world_size:
+        raise ConfigError("trainer.batch_size", t.batch_size,
+                          f"a multiple of the number of processes ({world.world_size}); it is the global batch")
+    device = distributed.init(world, pick_device(t.device))
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
     seed_everything(cfg.seed, t.deterministic)
     data = instantiate(cfg.dataset)
-    task = build_task(data, t, device)
+    task = build_task(data, t, device, world.rank, world.world_size)
     model = build_model(cfg.model, data.vocab, task.kind, **task.model_kwargs()).to(device)
-    trainer = Trainer(t, task, model, run_dir, device, cfg.seed)
+    trainer = Trainer(t, task, model, run_dir, device, cfg.seed, is_main=world.is_main,
+                      ddp_model=distributed.wrap(model, world, device))
     resumed = trainer.resume()
-    if not resumed:  # a run that died before its first checkpoint starts over: drop what it wrote
+    if world.is_main and not resumed:  # a run that died before its first checkpoint starts over
         for stale in [run_dir / "metrics.jsonl", *(run_dir / "tb").glob("events.out.tfevents.*")]:
             stale.unlink(missing_ok=True)
-    if resumed:
+    if world.is_main and resumed:
         truncate_metrics(run_dir, trainer.epoch - 1)
-    data.vocab.save(run_dir / "vocab.txt")
+    if world.is_main:
+        data.vocab.save(run_dir / "vocab.txt")
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     log.info("model %s: %.2fM parameters, device %s, run dir %s", type(model).__name__, n_params / 1e6, device,
              run_dir)
 
-    logger = RunLogger(run_dir, purge_step=trainer.step + 1 if resumed else None)
+    logger = RunLogger(run_dir, purge_step=trainer.step + 1 if resumed else None, enabled=world.is_main)
     stop = _install_signal_handlers(trainer)
     start = time.time()
     try:
         last = trainer.fit(logger)
         if trainer.stop_requested:
             raise KeyboardInterrupt(stop["signal"])
+        distributed.barrier()
         test = trainer.test()
     finally:
         _restore_signal_handlers(stop)
@@ -133,7 +148,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         **{f"valid/{k}": v for k, v in best.items()},
         **{f"test/{k}": v for k, v in test.items()},
     }
-    write_results(run_dir, results)
+    if world.is_main:
+        write_results(run_dir, results)
     logger.hparams(hparams_of(cfg, task.kind, results["overrides"]),
                    {k: v for k, v in results.items() if k.startswith(("valid/", "test/")) and isinstance(v, float)})
     logger.close()
@@ -195,7 +211,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         log.exception("job failed")
         msg, status, code = f"{type(e).__name__}: {e}", "failed", 1
     # Record the failure in this run's own results.json, unless that would overwrite an earlier result.
-    if previous is None and status != "interrupted":
+    if previous is None and status != "interrupted" and distributed.from_env().is_main:
         try:
             write_results(run_dir, {"status": status, "error": msg, "overrides": overrides()})
         except OSError:
@@ -228,7 +244,15 @@ def _check_writable(folder: str) -> None:
 
 
 def _prepare_argv(argv: list[str]) -> list[str]:
-    """``trainer.resume=<run dir>`` is the same as rerunning with ``hydra.run.dir=<run dir>``."""
+    """``trainer.resume=<run dir>`` is the same as rerunning with ``hydra.run.dir=<run dir>``.
+    Under torchrun every process must use the same run dir, and only rank 0 writes Hydra's files."""
+    world = distributed.from_env()
+    if world.distributed:
+        if _arg_value(argv, "hydra.run.dir") is None and _arg_value(argv, "trainer.resume") is None:
+            run_id = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("MASTER_PORT", "0")
+            argv = [*argv, f"hydra.run.dir=outputs/runs/{time.strftime('%Y-%m-%d')}/ddp_{run_id}"]
+        if not world.is_main:
+            argv = [*argv, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
     resume = _arg_value(argv, "trainer.resume")
     if resume and resume != "null":
         if not Path(resume, "checkpoints").is_dir() and not Path(resume, "results.json").exists():
@@ -248,7 +272,10 @@ def main() -> None:
     except PbexpError as e:
         print(f"pbexp-train: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-    hydra_main()
+    try:
+        hydra_main()
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

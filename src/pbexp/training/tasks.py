@@ -103,7 +103,8 @@ class ClassificationTask:
 
     def __init__(self, data: ClassificationData, batch_size: int, eval_batch_size: int = 256,
                  device="cpu", rank: int = 0, world_size: int = 1):
-        self.data, self.batch_size, self.eval_batch_size = data, batch_size, eval_batch_size
+        # batch_size is the global batch: each of world_size processes takes its share.
+        self.data, self.batch_size, self.eval_batch_size = data, batch_size // world_size, eval_batch_size
         self.device, self.rank, self.world_size = torch.device(device), rank, world_size
         pin = self.device.type == "cuda"
         self.splits = {s: tuple(t.pin_memory() if pin else t for t in data.split(s))
@@ -123,7 +124,9 @@ class ClassificationTask:
         g = torch.Generator().manual_seed(seed * 100003 + epoch)
         perm = torch.randperm(len(self.splits["train"][1]), generator=g)
         per_rank = len(perm) // self.world_size
-        return perm[self.rank * per_rank:(self.rank + 1) * per_rank]
+        # Interleaved like DistributedSampler: step k of all ranks together covers the same examples
+        # as step k of one process with the whole batch.
+        return perm[self.rank::self.world_size][:per_rank]
 
     def start_epoch(self, model, epoch: int, seed: int) -> None:
         pass

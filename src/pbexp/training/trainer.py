@@ -19,6 +19,7 @@ from torch import nn
 
 from pbexp.errors import PbexpError
 from pbexp.training import checkpoint as ckpt
+from pbexp.training import distributed
 from pbexp.training import faults
 from pbexp.training.logger import Progress, RunLogger, truncate_metrics
 
@@ -200,7 +201,10 @@ class Trainer:
 
     def _end_epoch(self, logger: RunLogger) -> dict:
         task = self.task
-        train = task.summarise(self.epoch_loss.item(), max(1, self.epoch_count))
+        # Train metrics over all processes' shares of the data (one process: unchanged).
+        loss_sum = distributed.sum_over_ranks(self.epoch_loss).item()
+        count = int(distributed.sum_over_ranks(torch.tensor(self.epoch_count, device=self.device)).item())
+        train = task.summarise(loss_sum, max(1, count))
         valid = task.evaluate(self.model, "valid")
         if not all(math.isfinite(m.get(k, 0.0)) for m in (train, valid) for k in ("loss", "ppl")):
             raise Diverged(f"validation loss is {valid['loss']:g} after epoch {self.epoch}; the learning rate "
@@ -208,10 +212,10 @@ class Trainer:
         monitored = valid[task.monitor]
         better = self.best is None or (monitored < self.best if task.monitor_mode == "min" else monitored > self.best)
         record = {"epoch": self.epoch, "step": self.step, "lr": self.lr,
-                  **{f"train/{k}": v for k, v in train.items()},
+                  **{f"train/{k}": v for k, v in train.items()}, f"train/{task.unit}": count,
                   **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
                   "perf/epoch_s": self.epoch_time,
-                  f"perf/{task.unit}_per_s": self.epoch_count / max(self.epoch_time, 1e-9)}
+                  f"perf/{task.unit}_per_s": count / max(self.epoch_time, 1e-9)}
         if self.is_main:
             logger.scalars("valid", valid, self.step)
             logger.scalars("perf", {"epoch_s": self.epoch_time}, self.step)

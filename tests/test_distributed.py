@@ -1,0 +1,81 @@
+"""Data parallel with 2 CPU processes (gloo) through torchrun: one DDP step equals one single-process
+step on the concatenated batch, for the LM and for a classifier; results.json is written once."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pbexp.training import checkpoint as ckpt
+
+from conftest import TINY_LM, cli_env, run_cli
+from test_imdb_data import write_archive, write_tree
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args, cwd, nproc=2):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+           "127.0.0.1", "--master_port", str(free_port()), "-m", "pbexp.train", *args]
+    return subprocess.run(cmd, cwd=cwd, env=cli_env(OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300)
+
+
+def one_step(tmp_path, args, name, distributed):
+    run = tmp_path / name
+    full = [*args, "trainer.max_steps=1", "trainer.epochs=1", "trainer.checkpoint_every=0", f"hydra.run.dir={run}"]
+    proc = torchrun(full, tmp_path) if distributed else run_cli(full, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run, ckpt.load(run / "checkpoints" / "last.pt")["model"]
+
+
+def initial_weights(args):
+    """The model exactly as train() builds it before the first step (same seed, same order)."""
+    from conftest import compose_cfg
+    from pbexp.config import instantiate
+    from pbexp.models import build_model
+    from pbexp.train import seed_everything
+    from pbexp.training.tasks import build_task
+    cfg = compose_cfg(args)
+    seed_everything(cfg.seed, True)
+    data = instantiate(cfg.dataset)
+    task = build_task(data, cfg.trainer, "cpu")
+    return build_model(cfg.model, data.vocab, task.kind, **task.model_kwargs()).state_dict()
+
+
+def assert_same_params(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
+
+
+@pytest.mark.parametrize("kind", ["lm", "clf"])
+def test_ddp_step_equals_single_process_step_on_the_whole_batch(tmp_path, tiny_ptb, kind):
+    if kind == "lm":
+        args = [*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.lr=1", "trainer.clip=0.5"]
+    else:
+        write_archive(write_tree(tmp_path / "src"), tmp_path / "data" / "imdb" / "aclImdb_v1.tar.gz")
+        args = ["dataset=imdb", f"dataset.root={tmp_path / 'data'}", "dataset.download=false",
+                "dataset.max_len=12", f"dataset.cache_dir={tmp_path / 'cache'}", "model=cnn", "model.emb_size=8",
+                "model.filters=4", "model.widths=[2,3]", "model.dropout=0", "trainer.batch_size=8"]
+    run_ddp, ddp = one_step(tmp_path, args, "ddp", distributed=True)
+    run_one, single = one_step(tmp_path, args, "single", distributed=False)
+    assert_same_params(ddp, single)
+    # The step changed the weights, so this compares two trained models, not two initial ones.
+    init = initial_weights([a for a in args if not a.startswith("hydra.")])
+    assert any(not torch.equal(init[k], single[k]) for k in init)
+    results = json.loads((run_ddp / "results.json").read_text())
+    assert results["status"] == "completed" and results["steps"] == 1
+    # Each process took its share: together they saw exactly the single process's batch, not twice it.
+    unit = "tokens" if kind == "lm" else "examples"
+    assert results[f"train/{unit}"] == json.loads((run_one / "results.json").read_text())[f"train/{unit}"] > 0
+    assert len(list((run_ddp / "tb").glob("events.out.tfevents.*"))) == 1  # only rank 0 logs
+    assert not any(p.is_dir() and p.name.startswith("ddp_") for p in (tmp_path / "outputs").rglob("*")) \
+        if (tmp_path / "outputs").exists() else True
