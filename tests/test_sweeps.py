@@ -81,3 +81,24 @@ def test_sweep_with_failing_and_diverging_jobs(tmp_path, tiny_ptb):
     rows = json.loads(rep.stdout)
     assert len(rows) == 3
     assert sum("failed" in json.dumps(r) for r in rows) == 2
+
+
+def test_two_job_sweep_through_submitit_local(tmp_path, tiny_ptb):
+    """The path SLURM jobs take (pickled task function, a separate process per job), run locally."""
+    proc, out = sweep(tmp_path, tiny_ptb, [*TWO_JOBS, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                                           "hydra.launcher.cpus_per_task=1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads((out / j / "results.json").read_text()) for j in ("0", "1")]
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    assert (out / ".submitit").is_dir()
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+    from pbexp.train import CONFIG_DIR
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher.gpus_per_node == 1 and launcher.timeout_min == 720
