@@ -81,3 +81,10 @@ def test_limit_batches_shortens_every_epoch(tiny_ptb, tmp_path):
     results = train(cfg, tmp_path / "run")
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert results["steps"] == 6 and [l["step"] for l in lines] == [3, 6]
+
+
+def test_max_minutes_stops_training_then_evaluates_and_tests(tiny_ptb, tmp_path):
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.max_minutes=0.000001", "trainer.epochs=5"])
+    results = train(cfg, tmp_path / "run")
+    # The budget is checked after every step: the first one spends it; the epoch is evaluated, then tested.
+    assert results["steps"] == 1 and results["epochs"] == 1 and results["test/ppl"] > 1

@@ -51,6 +51,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("epochs", "max_steps", "checkpoint_every", "decay_start", "limit_batches", "num_threads"):
         if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 0:
             raise ConfigError(f"trainer.{key}", t[key], "an integer >= 0")
+    _number("trainer.max_minutes", t.max_minutes, low=0, what="a number of minutes >= 0 (0: no time limit)")
     if t.epochs == 0 and t.max_steps == 0:
         raise ConfigError("trainer.epochs", 0, "at least 1 (or set trainer.max_steps)")
     if t.device not in DEVICES and not str(t.device).startswith("cuda:"):

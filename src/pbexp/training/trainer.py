@@ -71,6 +71,7 @@ class Trainer:
         # Counters; restored by resume().
         self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
         self.best = None
+        self.time_done, self._t_epoch = 0.0, None  # training seconds of finished epochs; current epoch start
         self._reset_epoch_sums()
         self.stop_requested = False
 
@@ -87,6 +88,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best,
             "epoch_loss": self.epoch_loss, "epoch_count": self.epoch_count, "epoch_time": self.epoch_time,
+            "time_done": self.time_done,
             "task": self.task.state_dict(), "rng": ckpt.rng_state(),
         }
 
@@ -101,6 +103,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         for key in ("epoch", "batch_in_epoch", "step", "best", "epoch_loss", "epoch_count", "epoch_time"):
             setattr(self, key, state[key])
+        self.time_done = state.get("time_done", 0.0)
         self.task.load_state_dict(state["task"])
         ckpt.set_rng_state(state["rng"])
 
@@ -134,7 +137,15 @@ class Trainer:
         return record
 
     def _steps_done(self) -> bool:
-        return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
+        """max_steps reached, or the max_minutes training-time budget spent (checked at log steps)."""
+        if self.cfg.max_steps and self.step >= self.cfg.max_steps:
+            return True
+        return bool(self.cfg.max_minutes) and self.train_seconds() >= 60 * self.cfg.max_minutes
+
+    def train_seconds(self) -> float:
+        """Training time so far: finished epochs (kept across resumes) plus the current one."""
+        running = time.perf_counter() - self._t_epoch if self._t_epoch is not None else 0.0
+        return self.time_done + self.epoch_time + running
 
     def _train_epoch(self, logger: RunLogger) -> dict:
         self.run_batches(logger)
@@ -156,7 +167,7 @@ class Trainer:
         progress = Progress(total, f"epoch {self.epoch}", initial=self.batch_in_epoch) if self.is_main else None
         loss_sum = torch.zeros((), device=self.device)  # since the last log line, on the device
         count, grad_norm = 0, torch.zeros(())
-        t_log = t_epoch = time.perf_counter()
+        t_log = self._t_epoch = time.perf_counter()
         for batch in task.train_batches(self.epoch, self.seed, start=self.batch_in_epoch):
             self.optimizer.zero_grad(set_to_none=True)
             loss, n = task.train_loss(model, batch)
@@ -190,14 +201,15 @@ class Trainer:
                 loss_sum.zero_()
                 count, t_log = 0, now
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
-                self.epoch_time += time.perf_counter() - t_epoch
-                t_epoch = time.perf_counter()
+                self.epoch_time += time.perf_counter() - self._t_epoch
+                self._t_epoch = time.perf_counter()
                 self.save_last()
             if last or self.stop_requested:
                 break
         if progress:
             progress.close()
-        self.epoch_time += time.perf_counter() - t_epoch
+        self.epoch_time += time.perf_counter() - self._t_epoch
+        self._t_epoch = None
 
     def _end_epoch(self, logger: RunLogger) -> dict:
         task = self.task
@@ -235,6 +247,8 @@ class Trainer:
             self.scheduler.step()
         self.epoch += 1
         self.batch_in_epoch = 0
+        self.time_done += self.epoch_time
+        self.epoch_time = 0.0
         self.save_last()
         return record
 
