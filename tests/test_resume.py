@@ -85,3 +85,32 @@ def test_corrupt_last_checkpoint_falls_back_to_previous(reference, tmp_path):
     assert resumed.returncode == 0 and "unreadable" in resumed.stdout + resumed.stderr
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["test/ppl"] == ref_results["test/ppl"]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_saves_a_checkpoint_and_prints_the_resume_command(reference, tmp_path, sig):
+    import signal
+    import subprocess
+    import sys
+    import time
+    root, ref_results, _ = reference
+    run_dir = tmp_path / "run"
+    args = [*ARGS, f"dataset.root={root}", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "pbexp.train", *args], cwd=tmp_path, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "metrics.jsonl").exists():  # wait until training is under way (epoch 1 done)
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130, err[-2000:]
+    assert "Resume with: pbexp-train" in err and f"hydra.run.dir={run_dir}" in err
+    assert (run_dir / "checkpoints" / "last.pt").exists() and not (run_dir / "results.json").exists()
+    resumed = run(args[:-1], tmp_path, run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in METRICS:
+        assert results[key] == ref_results[key], key
