@@ -19,3 +19,7 @@ class ConfigError(PbexpError):
 
 class DataError(PbexpError):
     """Data is missing, truncated or malformed. The message says which file and what to do."""
+
+
+class Diverged(PbexpError):
+    """Training blew up (NaN or infinite loss); the message suggests a lower learning rate."""

@@ -24,13 +24,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pbexp.config import instantiate, validate
-from pbexp.errors import ConfigError, PbexpError
+from pbexp.errors import ConfigError, Diverged, PbexpError
 from pbexp.models import build_model, model_config
 from pbexp.training import checkpoint as ckpt
 from pbexp.training import distributed
 from pbexp.training.logger import RunLogger, truncate_metrics
 from pbexp.training.tasks import build_task
-from pbexp.training.trainer import Diverged, Trainer
+from pbexp.training.trainer import Trainer
 
 log = logging.getLogger("pbexp")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
@@ -124,16 +124,19 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
              run_dir)
 
     logger = RunLogger(run_dir, purge_step=trainer.step + 1 if resumed else None, enabled=world.is_main)
-    stop = _install_signal_handlers(trainer)
     start = time.time()
-    try:
-        last = trainer.fit(logger)
-        if trainer.stop_requested:
-            raise KeyboardInterrupt(stop["signal"])
-        distributed.barrier()
-        test = trainer.test()
-    finally:
-        _restore_signal_handlers(stop)
+    if getattr(model, "trains_itself", False):  # e.g. the fastText library: its own loop, our metrics
+        last, test = _fit_external(model, task, run_dir, logger), task.evaluate(model, "test")
+    else:
+        stop = _install_signal_handlers(trainer)
+        try:
+            last = trainer.fit(logger)
+            if trainer.stop_requested:
+                raise KeyboardInterrupt(stop["signal"])
+            distributed.barrier()
+            test = trainer.test()
+        finally:
+            _restore_signal_handlers(stop)
     logger.scalars("test", test, trainer.step)
     if "confusion" in test:
         from pbexp.training.trainer import confusion_figure
@@ -157,6 +160,22 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                        if k.startswith(("valid/", "test/")) and k.split("/")[1] in ("ppl", "acc", "f1"))
     log.info("done: %s -> %s", summary, run_dir / "results.json")
     return results
+
+
+def _fit_external(model, task, run_dir: Path, logger: RunLogger) -> dict:
+    """A model that trains itself: time its fit, then evaluate on valid like an epoch of ours."""
+    t0 = time.perf_counter()
+    model.fit(task, run_dir)
+    seconds = time.perf_counter() - t0
+    valid = task.evaluate(model, "valid")
+    ckpt.save_atomic({"model": {}, "epoch": 1, "valid": valid}, run_dir / "checkpoints" / "best.pt")
+    n = len(task.splits["train"][1])
+    record = {"epoch": 1, "step": 0, **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
+              "perf/epoch_s": seconds, f"perf/{task.unit}_per_s": n * model.params["epoch"] / seconds}
+    logger.scalars("valid", valid, 0)
+    logger.scalars("perf", {"epoch_s": seconds, f"{task.unit}_per_s": record[f"perf/{task.unit}_per_s"]}, 0)
+    logger.epoch_line(record)
+    return record
 
 
 def _install_signal_handlers(trainer: Trainer) -> dict:

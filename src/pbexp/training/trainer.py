@@ -17,17 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pbexp.errors import PbexpError
+from pbexp.errors import Diverged, PbexpError
 from pbexp.training import checkpoint as ckpt
 from pbexp.training import distributed
 from pbexp.training import faults
 from pbexp.training.logger import Progress, RunLogger, truncate_metrics
 
 log = logging.getLogger("pbexp")
-
-
-class Diverged(PbexpError):
-    """The training loss became NaN or infinite."""
 
 
 def make_optimizer(cfg, params):
@@ -65,8 +61,9 @@ class Trainer:
         self.net = ddp_model or model  # what the forward pass goes through (DDP wrapper or the model)
         self.device, self.seed, self.is_main = device, seed, is_main
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(cfg, self.params)
-        self.scheduler = make_scheduler(cfg, self.optimizer)
+        # A model that trains itself (models/fasttext_lib.py) has no parameters for us to optimise.
+        self.optimizer = make_optimizer(cfg, self.params) if self.params else None
+        self.scheduler = make_scheduler(cfg, self.optimizer) if self.params else None
         self.ckpt_dir = self.run_dir / "checkpoints"
         # Counters; restored by resume().
         self.epoch, self.batch_in_epoch, self.step = 1, 0, 0

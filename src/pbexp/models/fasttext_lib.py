@@ -1,0 +1,97 @@
+"""The fastText library (Joulin et al. 2017) as a baseline, run by the same ``pbexp-train`` command.
+
+It trains itself (its own multi-threaded SGD), so the trainer hands it the task instead of running
+its loop; it then answers ``model(x) -> logits`` like any classifier, and the task computes the same
+metrics, TensorBoard tags and results.json as for the other models. It reads the same tokens as our
+models (the dataset's vocabulary, truncation and ``<unk>``), so the comparison is like for like.
+Needs the optional extra: ``pip install 'pbexp[fasttext]'`` (fasttext-numpy2-wheel).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pbexp.errors import ConfigError, Diverged, PbexpError
+
+log = logging.getLogger(__name__)
+
+
+class FastTextLib:
+    """Hyper-parameters are fastText's own (``dim``, ``epoch``, ``lr``, ``word_ngrams``, ``bucket``, ...)."""
+
+    trains_itself = True
+
+    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, dim: int = 50,
+                 epoch: int = 10, lr: float = 0.5, word_ngrams: int = 2, bucket: int = 2_000_000,
+                 min_count: int = 1, loss: str = "softmax", threads: int = 2, seed: int = 0):
+        for key, value in (("dim", dim), ("epoch", epoch), ("word_ngrams", word_ngrams), ("bucket", bucket),
+                           ("min_count", min_count), ("threads", threads)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"model.{key}", value, "a positive integer")
+        if not lr > 0:
+            raise ConfigError("model.lr", lr, "a number > 0")
+        if loss not in ("softmax", "hs", "ns"):
+            raise ConfigError("model.loss", loss, "one of ['softmax', 'hs', 'ns']")
+        self.params = dict(dim=dim, epoch=epoch, lr=lr, wordNgrams=word_ngrams, bucket=bucket, minCount=min_count,
+                           loss=loss, thread=threads, seed=seed, verbose=0)
+        self.num_classes, self.pad_idx = num_classes, pad_idx
+        self.itos: list[str] = []
+        self.ft = None
+
+    # The few nn.Module-like calls the framework makes.
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def parameters(self):
+        return iter(())
+
+    def _lines(self, x: torch.Tensor) -> list[str]:
+        return [" ".join(self.itos[i] for i in row.tolist() if i != self.pad_idx) for row in x]
+
+    def fit(self, task, run_dir: Path) -> None:
+        try:
+            import fasttext
+        except ImportError as e:
+            raise PbexpError("model=fasttext_lib needs the fastText library: pip install 'pbexp[fasttext]'") from e
+        self.itos = task.data.vocab.itos
+        x, y = task.splits["train"]
+        fd, path = tempfile.mkstemp(dir=run_dir, prefix="fasttext-train.", suffix=".txt")
+        try:
+            # fastText reads the file in order with one pass per epoch: shuffle it (the split is sorted).
+            order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.params["seed"]))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for label, line in zip(y[order].tolist(), self._lines(x[order])):
+                    f.write(f"__label__{label} {line}\n")
+            log.info("fastText library: training on %d examples (%s)", len(y), self.params)
+            try:
+                self.ft = fasttext.train_supervised(input=path, **self.params)
+            except RuntimeError as e:
+                if "NaN" not in str(e):
+                    raise
+                lr = self.params["lr"]
+                raise Diverged(f"fastText: {e} The learning rate {lr:g} may be too high (try model.lr={lr / 4:g}); "
+                               "on very small data fastText also needs model.epoch >= 5") from e
+        finally:
+            os.unlink(path)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        self.ft.save_model(str(run_dir / "checkpoints" / "fasttext.bin"))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of each class, [B, num_classes], in class-index order."""
+        labels, probs = self.ft.predict(self._lines(x), k=self.num_classes)
+        out = torch.full((len(x), self.num_classes), -1e9)
+        for i, (ls, ps) in enumerate(zip(labels, probs)):
+            for label, p in zip(ls, ps):
+                out[i, int(label.removeprefix("__label__"))] = float(max(p, 1e-12))
+        return torch.where(out > 0, out.log(), out)
