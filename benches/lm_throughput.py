@@ -1,11 +1,13 @@
 """pbexp's training path vs the plain PyTorch loop a researcher writes by hand, same process.
 
-Both train the same model (same initial weights) on the same real PTB batches with SGD + clipping;
-they alternate, ``--repeats`` times, ``--steps`` steps each, and the script prints tokens/s of
-each and the median ratio pbexp / plain (goal >= 1.0; below 0.95 is a regression).
+Both train the same model (same initial weights) on the same real batches; they alternate,
+``--repeats`` times, ``--steps`` steps each, and the script prints the speed of each and the median
+ratio pbexp / plain (goal >= 1.0; >= 0.98 counts as equal on this noisy machine).
 
-    python benches/lm_throughput.py                 # Zaremba small: 2x200, batch 20, bptt 35
-    python benches/lm_throughput.py --size medium   # 2x650
+    python benches/lm_throughput.py                   # Zaremba small LM: 2x200, batch 20, bptt 35
+    python benches/lm_throughput.py --case medium     # Zaremba medium LM: 2x650
+    python benches/lm_throughput.py --case cnn        # IMDB CNN classifier, batch 64 (examples/s)
+    python benches/lm_throughput.py --case all --amp bf16   # pbexp with bf16 autocast vs plain fp32
 """
 
 from __future__ import annotations
@@ -21,21 +23,30 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from pbexp.data.ptb import load_ptb
-from pbexp.models.lm import RNNLanguageModel
 from pbexp.training.logger import RunLogger
-from pbexp.training.tasks import LMTask, batchify, detach_hidden
+from pbexp.training.tasks import ClassificationTask, LMTask, batchify, detach_hidden
 from pbexp.training.trainer import Trainer
 
-SIZES = {"small": 200, "medium": 650, "large": 1500}
+LM_SIZES = {"small": (200, 0.0, 1.0), "medium": (650, 0.5, 1.0)}  # hidden, dropout, lr
 
 
-def plain_loop(model, train, steps, bptt, lr, clip, start_row):
-    """The hand-written loop (pytorch/examples' ``train()``, with torch.optim.SGD)."""
+def trainer_cfg(steps, lr, clip, optimizer, amp):
+    return SimpleNamespace(optimizer=optimizer, lr=lr, momentum=0.0, weight_decay=0.0, clip=clip, schedule="none",
+                           epochs=1, max_steps=steps, limit_batches=0, max_minutes=0, log_every=200,
+                           checkpoint_every=0, amp=amp, compile=False)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_lm(model, train, steps, bptt, lr, clip, start_row):
+    """pytorch/examples' train() loop, with torch.optim.SGD."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     model.train()
-    hidden = model.init_hidden(train.size(1))
-    total = 0.0
+    hidden = model.init_hidden(train.size(1), train.device)
+    sync(train.device)
     t = time.perf_counter()
     for k in range(steps):
         i = start_row + k * bptt
@@ -47,51 +58,107 @@ def plain_loop(model, train, steps, bptt, lr, clip, start_row):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-        total += loss.item()
+        loss.item()  # what a hand loop does to print its running loss
+    sync(train.device)
     return steps * bptt * train.size(1) / (time.perf_counter() - t)
 
 
-def pbexp_loop(model, data, steps, batch_size, bptt, lr, clip, start_batch, tmp):
-    cfg = SimpleNamespace(optimizer="sgd", lr=lr, momentum=0.0, weight_decay=0.0, clip=clip, schedule="none",
-                          epochs=1, max_steps=steps, limit_batches=0, log_every=200, checkpoint_every=0)
-    task = LMTask(data, batch_size, bptt)
-    trainer = Trainer(cfg, task, model, tmp, torch.device("cpu"), seed=0)
+def plain_clf(model, x, y, steps, batch_size, lr, start):
+    """The usual classifier loop: shuffled minibatches, Adam, cross-entropy."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(start))
+    t = time.perf_counter()
+    for k in range(steps):
+        j = perm[k * batch_size:(k + 1) * batch_size]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x[j]), y[j])
+        loss.backward()
+        opt.step()
+        loss.item()
+    return steps * batch_size / (time.perf_counter() - t)
+
+
+def pbexp_run(model, task, cfg, start_batch, seed, tmp):
+    trainer = Trainer(cfg, task, model, tmp, task.device, seed=seed)
     trainer.batch_in_epoch = start_batch
-    task.start_epoch(model, 1, 0)
+    task.start_epoch(model, 1, seed)
+    units = task.batch_size if isinstance(task, ClassificationTask) else task.bptt * task.train.size(1)
+    sync(task.device)
     t = time.perf_counter()
     trainer.run_batches(RunLogger(tmp, enabled=False))
-    return steps * bptt * batch_size / (time.perf_counter() - t)
+    sync(task.device)
+    return cfg.max_steps * units / (time.perf_counter() - t)
+
+
+def case_lm(name, args, tmp):
+    from pbexp.data.ptb import load_ptb
+    from pbexp.models.lm import RNNLanguageModel
+    data = load_ptb(args.data, download=False)
+    hidden, dropout, lr = LM_SIZES[name]
+    bs, bptt = 20, 35
+    dev = torch.device(args.device)
+    base = RNNLanguageModel(len(data.vocab), "LSTM", hidden, hidden, 2, dropout=dropout).to(dev)
+    train = batchify(data.train, bs).to(dev)
+    for r in range(args.repeats):
+        start = (r * args.steps) % (train.size(0) // bptt - args.steps)
+        yield (lambda: plain_lm(copy.deepcopy(base), train, args.steps, bptt, lr, 0.25, start * bptt),
+               lambda: pbexp_run(copy.deepcopy(base), LMTask(data, bs, bptt, device=dev),
+                                 trainer_cfg(args.steps, lr, 0.25, "sgd", args.amp), start, 0, tmp))
+
+
+def case_cnn(args, tmp):
+    from pbexp.data.imdb import load_imdb
+    from pbexp.models.classifiers import CNNClassifier
+    data = load_imdb(args.data, download=False)
+    bs = 64
+    dev = torch.device(args.device)
+    base = CNNClassifier(len(data.vocab), 2, data.max_len).to(dev)
+    for r in range(args.repeats):
+        task = ClassificationTask(data, bs, device=dev)
+        # The same examples in the same order for both: the task's shuffle for (seed=r, epoch=1).
+        order = task.order(1, r)
+        x, y = data.train_x[order].to(dev), data.train_y[order].to(dev)
+        yield (lambda: plain_clf(copy.deepcopy(base), x[:args.steps * bs], y[:args.steps * bs], args.steps, bs,
+                                 1e-3, -1),
+               lambda: pbexp_run(copy.deepcopy(base), task, trainer_cfg(args.steps, 1e-3, 0.0, "adam", args.amp),
+                                 0, r, tmp))
+
+
+def run_case(name, args):
+    tmp = Path("/tmp/pbexp-bench")
+    runs = case_cnn(args, tmp) if name == "cnn" else case_lm(name, args, tmp)
+    unit = "examples/s" if name == "cnn" else "tokens/s"
+    ratios, plains, ours = [], [], []
+    print(f"{name}: {args.steps} steps x {args.repeats}, device {args.device}, {torch.get_num_threads()} threads, "
+          f"pbexp amp={args.amp}")
+    for r, (plain, pbexp) in enumerate(runs):
+        # Alternate the order so neither loop always runs on a warmer (or busier) machine.
+        if r % 2 == 0:
+            p, o = plain(), pbexp()
+        else:
+            o, p = pbexp(), plain()
+        plains.append(p), ours.append(o), ratios.append(o / p)
+        print(f"  run {r + 1}: plain {p:8.0f} {unit}   pbexp {o:8.0f} {unit}   ratio {o / p:.3f}")
+    print(f"  median: plain {statistics.median(plains):.0f}, pbexp {statistics.median(ours):.0f} {unit}, "
+          f"ratio {statistics.median(ratios):.3f}")
+    return statistics.median(ratios)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=SIZES, default="small")
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--case", choices=["small", "medium", "cnn", "all"], default="small")
+    ap.add_argument("--size", dest="case", choices=["small", "medium"], help=argparse.SUPPRESS)
+    ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--amp", choices=["none", "bf16"], default="none", help="pbexp side only (plain stays fp32)")
     ap.add_argument("--data", default=os.environ.get("PBEXP_DATA_MIRROR", "data"))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     torch.manual_seed(0)
-    data = load_ptb(args.data, download=False)
-    h, bs, bptt = SIZES[args.size], 20, 35
-    base = RNNLanguageModel(len(data.vocab), "LSTM", h, h, 2, dropout=0.0 if args.size == "small" else 0.5)
-    train = batchify(data.train, bs)
-    tmp = Path("/tmp/pbexp-bench")
-    ratios, plains, ours = [], [], []
-    print(f"Zaremba {args.size}: 2x{h} LSTM, batch {bs}, bptt {bptt}, {args.steps} steps x {args.repeats}, "
-          f"{torch.get_num_threads()} threads")
-    for r in range(args.repeats):
-        start = (r * args.steps) % (train.size(0) // bptt - args.steps)
-        # The order alternates so neither loop always runs on a warmer (or busier) machine.
-        runs = [("plain", lambda: plain_loop(copy.deepcopy(base), train, args.steps, bptt, 1.0, 0.25, start * bptt)),
-                ("pbexp", lambda: pbexp_loop(copy.deepcopy(base), data, args.steps, bs, bptt, 1.0, 0.25, start, tmp))]
-        got = dict((name, fn()) for name, fn in (runs if r % 2 == 0 else runs[::-1]))
-        plains.append(got["plain"])
-        ours.append(got["pbexp"])
-        ratios.append(got["pbexp"] / got["plain"])
-        print(f"  run {r + 1}: plain {got['plain']:8.0f} tok/s   pbexp {got['pbexp']:8.0f} tok/s   "
-              f"ratio {ratios[-1]:.3f}")
-    print(f"median: plain {statistics.median(plains):.0f} tok/s, pbexp {statistics.median(ours):.0f} tok/s, "
-          f"ratio {statistics.median(ratios):.3f}")
+    cases = ["small", "medium", "cnn"] if args.case == "all" else [args.case]
+    summary = {c: run_case(c, args) for c in cases}
+    print("summary (median pbexp/plain): " + ", ".join(f"{c} {r:.3f}" for c, r in summary.items()))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("trainer.device", t.device, f"one of {list(DEVICES)} or cuda:<n>")
     if t.amp not in AMP:
         raise ConfigError("trainer.amp", t.amp, f"one of {list(AMP)}")
+    if not isinstance(t.compile, bool):
+        raise ConfigError("trainer.compile", t.compile, "true or false")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError("seed", cfg.seed, "an integer")
 

@@ -59,6 +59,10 @@ class Trainer:
                  ddp_model: nn.Module | None = None):
         self.cfg, self.task, self.model, self.run_dir = cfg, task, model, Path(run_dir)
         self.net = ddp_model or model  # what the forward pass goes through (DDP wrapper or the model)
+        if getattr(cfg, "compile", False):
+            import torch._dynamo
+            torch._dynamo.config.allow_rnn = True  # without it torch.compile skips nn.LSTM/GRU entirely
+            self.net = torch.compile(self.net)
         self.device, self.seed, self.is_main = device, seed, is_main
         self.params = [p for p in model.parameters() if p.requires_grad]
         # A model that trains itself (models/fasttext_lib.py) has no parameters for us to optimise.
@@ -118,6 +122,10 @@ class Trainer:
         if self.is_main:
             ckpt.save_rotating(self.state_dict(), self.ckpt_dir / "last.pt")
 
+    def autocast(self):
+        """bf16 autocast for the forward pass and loss when trainer.amp=bf16 (a no-op otherwise)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16")
+
     # ---- loop --------------------------------------------------------------------------------------
     @property
     def lr(self) -> float:
@@ -167,7 +175,8 @@ class Trainer:
         t_log = self._t_epoch = time.perf_counter()
         for batch in task.train_batches(self.epoch, self.seed, start=self.batch_in_epoch):
             self.optimizer.zero_grad(set_to_none=True)
-            loss, n = task.train_loss(model, batch)
+            with self.autocast():
+                loss, n = task.train_loss(model, batch)
             loss.backward()
             if cfg.clip > 0:
                 grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.clip)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# A prepared check of at most ~5 minutes for a machine with an NVIDIA GPU:
+#   1. the CUDA-only tests (pytest -m cuda),
+#   2. throughput of the Zaremba-medium LM (2x650, batch 20, bptt 35) through pbexp, fp32 and bf16,
+#      against the plain PyTorch loop, on the real PTB data.
+# Usage: scripts/gpu_check.sh   (after `make install`; PBEXP_DATA_MIRROR or data/ must hold ptb/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=.venv/bin/python
+[ -x "$py" ] || py=python3
+if [ -z "${PBEXP_DATA_MIRROR:-}" ] && [ -d ../shared/data ]; then export PBEXP_DATA_MIRROR="$(cd ../shared/data && pwd)"; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || { echo "no NVIDIA GPU" >&2; exit 2; }
+echo "== CUDA tests"
+timeout 120 "$py" -m pytest -m cuda -q -p no:cacheprovider || true
+echo "== Zaremba medium LM, pbexp vs plain loop (fp32), then pbexp bf16 vs plain fp32"
+timeout 90 "$py" benches/lm_throughput.py --case medium --device cuda --steps 60 --repeats 3
+timeout 90 "$py" benches/lm_throughput.py --case medium --device cuda --steps 60 --repeats 3 --amp bf16
+echo "== one real epoch-slice through the CLI on the GPU"
+timeout 60 .venv/bin/pbexp-train experiment=ptb_medium trainer.max_steps=300 trainer.log_every=100 \
+  hydra.run.dir=outputs/gpu_check/ptb_medium || true
