@@ -107,6 +107,8 @@ CASES = [
     ("freeze-without-file", lambda d: [f"dataset.root={_ptb(d)}", "model.freeze_embeddings=true"],
      "model.freeze_embeddings"),
     ("empty-vocab", lambda d: [*CLF, f"dataset.root={_imdb(d)}", "dataset.min_freq=100000"], "vocabulary"),
+    ("sparse-with-adam", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=fasttext", "model.sparse=true",
+                                    "trainer.optimizer=adam"], "trainer.optimizer"),
     ("optimizer", lambda d: [f"dataset.root={_ptb(d)}", "trainer.optimizer=rmsprop"], "trainer.optimizer"),
     ("schedule", lambda d: [f"dataset.root={_ptb(d)}", "trainer.schedule=cosine"], "trainer.schedule"),
     ("cell", lambda d: [f"dataset.root={_ptb(d)}", "model.cell=LSTMX"], "model.cell"),

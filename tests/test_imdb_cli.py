@@ -14,6 +14,8 @@ FAMILIES = {
     "rnn": ["model=gru", "model.clf.emb_size=8", "model.clf.hidden_size=6"],
     "cnn_rnn": ["model=cnn_rnn", "model.emb_size=8", "model.channels=6", "model.hidden_size=6"],
     "fasttext": ["model=fasttext", "model.emb_size=8", "model.buckets=1000"],
+    "fasttext_sparse": ["model=fasttext", "model.emb_size=8", "model.buckets=1000", "model.sparse=true",
+                        "trainer.optimizer=adagrad", "trainer.lr=0.1"],
 }
 
 

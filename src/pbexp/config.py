@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from pbexp.errors import ConfigError, PbexpError
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad")
 SCHEDULES = ("none", "plateau", "zaremba")
 DEVICES = ("auto", "cpu", "cuda")
 AMP = ("none", "bf16")

@@ -333,23 +333,24 @@ class FastText(nn.Module):
 
     The n-gram hash is computed on the id tensors (vectorised; a loop over n only), deterministically
     (no Python ``hash``), and never overflows int64: see ``ngram_buckets``. Init as fastText: both tables
-    U(-1/D, 1/D), classifier zero. Note the tables' gradients are dense: with Adam, every step touches
-    all ``buckets * D`` weights, so keep ``buckets`` modest on a CPU.
+    U(-1/D, 1/D), classifier zero. With ``sparse=False`` the tables' gradients are dense: with Adam, every
+    step touches all ``buckets * D`` weights. ``sparse=True`` gives sparse gradients (only the rows a
+    batch uses), as fastText's own SGD does: far faster, and it needs ``trainer.optimizer=sgd``.
     """
 
     MULT = 116_049_371  # fastText's word n-gram hash multiplier
     MOD = 2_147_483_647  # prime 2^31 - 1: h < 2^31 and MULT < 2^31, so h * MULT + id fits in int64
 
     def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 50,
-                 ngrams: int = 2, buckets: int = 500_000):
+                 ngrams: int = 2, buckets: int = 500_000, sparse: bool = False):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         _check_int("model.emb_size", emb_size)
         _check_int("model.ngrams", ngrams, 1, max_len, "the longest word n-gram; 1 = words only")
         _check_int("model.buckets", buckets)
         self.pad_idx, self.ngrams, self.buckets = pad_idx, ngrams, buckets
-        self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx)
-        self.ngram_embedding = nn.Embedding(buckets, emb_size) if ngrams > 1 else None
+        self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx, sparse=sparse)
+        self.ngram_embedding = nn.Embedding(buckets, emb_size, sparse=sparse) if ngrams > 1 else None
         self.fc = nn.Linear(emb_size, num_classes)
         with torch.no_grad():
             for table in (self.embedding, self.ngram_embedding):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pbexp.errors import Diverged, PbexpError
+from pbexp.errors import ConfigError, Diverged, PbexpError
 from pbexp.training import checkpoint as ckpt
 from pbexp.training import distributed
 from pbexp.training import faults
@@ -32,6 +32,8 @@ def make_optimizer(cfg, params):
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if name == "adagrad":  # takes sparse gradients too: the usual choice for bags of embeddings
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ValueError(name)  # validated earlier (config.validate)
@@ -65,6 +67,10 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.device, self.seed, self.is_main = device, seed, is_main
         self.params = [p for p in model.parameters() if p.requires_grad]
+        if cfg.optimizer.lower() not in ("sgd", "adagrad") and any(getattr(m, "sparse", False)
+                                                                  for m in model.modules()):
+            raise ConfigError("trainer.optimizer", cfg.optimizer, "sgd or adagrad: the model has sparse embeddings "
+                              "(model.sparse=true), which only those update")
         # A model that trains itself (models/fasttext_lib.py) has no parameters for us to optimise.
         self.optimizer = make_optimizer(cfg, self.params) if self.params else None
         self.scheduler = make_scheduler(cfg, self.optimizer) if self.params else None
