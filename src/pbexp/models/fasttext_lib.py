@@ -56,6 +56,9 @@ class FastTextLib:
     def parameters(self):
         return iter(())
 
+    def modules(self):
+        return iter(())
+
     def _lines(self, x: torch.Tensor) -> list[str]:
         return [" ".join(self.itos[i] for i in row.tolist() if i != self.pad_idx) for row in x]
 
