@@ -106,6 +106,7 @@ def plot(Y: np.ndarray, words: list[str], path: Path, title: str) -> None:
     label or point (greedy, in display coordinates), with a leader line when moved further out."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state, no GUI
     from matplotlib.figure import Figure
+    from matplotlib.text import Text
 
     fig = Figure(figsize=(13, 13), dpi=110)
     FigureCanvasAgg(fig)
@@ -123,14 +124,16 @@ def plot(Y: np.ndarray, words: list[str], path: Path, title: str) -> None:
     directions = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
     for i in np.argsort(-pts[:, 1]):  # top to bottom
         best = None
-        for radius in (4, 10, 18, 28, 40):
+        for radius in (4, 10, 18, 28, 40, 60, 85, 115, 150):  # far-out spots (with a leader line) for dense clusters
             for dx, dy in directions:
                 text = ax.annotate(
                     words[i], Y[i], xytext=(dx * radius, dy * radius), textcoords="offset points", fontsize=8,
                     ha={1: "left", -1: "right", 0: "center"}[dx], va={1: "bottom", -1: "top", 0: "center"}[dy],
                     arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5") if radius > 4 else None,
                 )
-                box = tuple(text.get_window_extent(renderer).extents)
+                # The label's own box: an Annotation's extent also spans its leader line.
+                text.update_positions(renderer)
+                box = tuple(Text.get_window_extent(text, renderer).extents)
                 cost = sum(_overlap(box, t) for t in taken)
                 if best is None or cost < best[0]:
                     if best is not None:
