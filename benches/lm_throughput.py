@@ -5,7 +5,7 @@ Both train the same model (same initial weights) on the same real batches; they 
 ratio pbexp / plain (goal >= 1.0; >= 0.98 counts as equal on this noisy machine).
 
     python benches/lm_throughput.py                   # Zaremba small LM: 2x200, batch 20, bptt 35
-    python benches/lm_throughput.py --case medium     # Zaremba medium LM: 2x650
+    python benches/lm_throughput.py --case medium     # Zaremba medium LM: 2x650 (large: 2x1500)
     python benches/lm_throughput.py --case cnn        # IMDB CNN classifier, batch 64 (examples/s)
     python benches/lm_throughput.py --case all --amp bf16   # pbexp with bf16 autocast vs plain fp32
 """
@@ -27,7 +27,7 @@ from pbexp.training.logger import RunLogger
 from pbexp.training.tasks import ClassificationTask, LMTask, batchify, detach_hidden
 from pbexp.training.trainer import Trainer
 
-LM_SIZES = {"small": (200, 0.0, 1.0), "medium": (650, 0.5, 1.0)}  # hidden, dropout, lr
+LM_SIZES = {"small": (200, 0.0, 1.0), "medium": (650, 0.5, 1.0), "large": (1500, 0.65, 1.0)}  # hidden, dropout, lr
 
 
 def trainer_cfg(steps, lr, clip, optimizer, amp):
@@ -147,7 +147,7 @@ def run_case(name, args):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", choices=["small", "medium", "cnn", "all"], default="small")
+    ap.add_argument("--case", choices=["small", "medium", "large", "cnn", "all"], default="small")
     ap.add_argument("--size", dest="case", choices=["small", "medium"], help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=5)
