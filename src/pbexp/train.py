@@ -145,7 +145,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     best = ckpt.load(run_dir / "checkpoints" / "best.pt")["valid"] if (run_dir / "checkpoints" / "best.pt").exists() else {}
     results = {
         "status": "completed", "task": task.kind, "model": type(model).__name__, "params": n_params,
-        "overrides": overrides(), "epochs": trainer.epoch - 1, "steps": trainer.step,
+        "overrides": overrides(), "epochs": last.get("epoch", trainer.epoch - 1), "steps": trainer.step,
         "wall_s": time.time() - start,
         **{k: v for k, v in last.items() if k.startswith(("train/", "perf/"))},
         **{f"valid/{k}": v for k, v in best.items()},
@@ -170,7 +170,7 @@ def _fit_external(model, task, run_dir: Path, logger: RunLogger) -> dict:
     valid = task.evaluate(model, "valid")
     ckpt.save_atomic({"model": {}, "epoch": 1, "valid": valid}, run_dir / "checkpoints" / "best.pt")
     n = len(task.splits["train"][1])
-    record = {"epoch": 1, "step": 0, **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
+    record = {"epoch": model.params["epoch"], "step": 0, **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
               "perf/epoch_s": seconds, f"perf/{task.unit}_per_s": n * model.params["epoch"] / seconds}
     logger.scalars("valid", valid, 0)
     logger.scalars("perf", {"epoch_s": seconds, f"{task.unit}_per_s": record[f"perf/{task.unit}_per_s"]}, 0)
