@@ -76,22 +76,26 @@ def truncate_metrics(run_dir: Path, keep_epochs: int) -> None:
 
 
 class Progress:
-    """A tqdm bar on a terminal, plain log lines otherwise."""
+    """Log lines at every log step (also in <run dir>/train.log), plus a tqdm bar on a terminal that
+    advances every step without a host sync."""
 
     def __init__(self, total: int, desc: str, initial: int = 0):
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
+        log.info("%s: %d batches%s", desc, total, f", resuming at {initial}" if initial else "")
         self.total, self.desc = total, desc
 
-    def update(self, n: int, done: int, info: dict) -> None:
+    def tick(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def update(self, done: int, info: dict) -> None:
         text = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
         if self.bar is not None:
-            self.bar.update(n)
             self.bar.set_postfix_str(text)
-        else:
-            log.info("%s %d/%d %s", self.desc, done, self.total, text)
+        log.info("%s %d/%d %s", self.desc, done, self.total, text)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -194,8 +194,11 @@ class Trainer:
             self.step += 1
             self.batch_in_epoch += 1
             faults.after_step(self.step)
+            if progress:
+                progress.tick()
             last = self.batch_in_epoch == total or self._steps_done()
-            if self.step % cfg.log_every == 0 or last:
+            # Log every log_every steps, at the end, and once early (step 10) so a long run shows life soon.
+            if self.step % cfg.log_every == 0 or last or self.step == 10:
                 mean = loss_sum.item() / count  # the one host sync, every log_every steps
                 info = task.summarise(mean * count, count)
                 if not all(math.isfinite(v) for v in info.values()):  # NaN/inf loss, or ppl beyond exp(700)
@@ -208,7 +211,7 @@ class Trainer:
                     logger.scalars("train", info, self.step)
                     logger.scalars("opt", {"lr": self.lr, "grad_norm": float(grad_norm)}, self.step)
                     logger.scalars("perf", {f"{task.unit}_per_s": speed}, self.step)
-                    progress.update(self.step % cfg.log_every or cfg.log_every, self.batch_in_epoch,
+                    progress.update(self.batch_in_epoch,
                                     {**info, f"{task.unit}/s": round(speed)})
                 loss_sum.zero_()
                 count, t_log = 0, now
