@@ -66,6 +66,14 @@ def cli_env(**extra) -> dict:
     return env
 
 
+def free_port() -> int:
+    """A free TCP port on localhost (for torchrun's rendezvous, the TensorBoard server)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_cli(args, cwd: Path, env=None, timeout: float = 240, module: str = "pbexp.train"):
     """Run ``python -m pbexp.train <args>`` for real; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env or cli_env(),

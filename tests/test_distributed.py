@@ -2,7 +2,6 @@
 step on the concatenated batch, for the LM and for a classifier; results.json is written once."""
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -11,14 +10,8 @@ import torch
 
 from pbexp.training import checkpoint as ckpt
 
-from conftest import TINY_LM, cli_env, run_cli
+from conftest import TINY_LM, cli_env, free_port, run_cli
 from test_imdb_data import write_archive, write_tree
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(args, cwd, nproc=2):

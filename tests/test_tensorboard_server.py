@@ -2,7 +2,6 @@
 sweep, queried through its HTTP data API (runs, scalar tags, HPARAMS rows)."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -10,13 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TINY_LM, run_cli
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import TINY_LM, free_port, run_cli
 
 
 def get(url, data=None):
