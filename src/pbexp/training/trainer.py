@@ -21,7 +21,7 @@ from pbexp.errors import ConfigError, Diverged, PbexpError
 from pbexp.training import checkpoint as ckpt
 from pbexp.training import distributed
 from pbexp.training import faults
-from pbexp.training.logger import Progress, RunLogger, truncate_metrics
+from pbexp.training.logger import Progress, RunLogger
 
 log = logging.getLogger("pbexp")
 
@@ -139,7 +139,7 @@ class Trainer:
 
     def fit(self, logger: RunLogger) -> dict:
         """Train for ``cfg.epochs`` epochs (or ``cfg.max_steps`` steps); returns the last epoch's record."""
-        cfg, task = self.cfg, self.task
+        cfg = self.cfg
         record = {}
         while self.epoch <= cfg.epochs and not self._steps_done():
             record = self._train_epoch(logger)
