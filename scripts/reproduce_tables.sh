@@ -18,7 +18,7 @@ mkdir -p "$root" "$(dirname "$out")"
 {
   echo "# The report's tables, regenerated ($preset preset)"
   echo
-  echo "Made by \`scripts/reproduce_tables.sh $preset\` on $(date -u +%Y-%m-%d) ($(nproc) CPU cores$(command -v nvidia-smi >/dev/null && echo ', GPU present'))."
+  echo "Made by \`scripts/reproduce_tables.sh $preset\` on $(date -u +%Y-%m-%d) ($(nproc --all) CPU cores$(command -v nvidia-smi >/dev/null && echo ', GPU present'))."
   echo
 } > "$out"
 status=0
