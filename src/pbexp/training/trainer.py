@@ -187,8 +187,9 @@ class Trainer:
             if cfg.clip > 0:
                 grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.clip)
             self.optimizer.step()
-            loss_sum += loss.detach() * n
-            self.epoch_loss += loss.detach() * n
+            weighted = loss.detach() * n  # summed, not averaged: windows and batches may differ in size
+            loss_sum += weighted
+            self.epoch_loss += weighted
             self.epoch_count += n
             count += n
             self.step += 1
