@@ -208,8 +208,12 @@ def pretrained_arm(run: Run) -> str:
     return TRAINED if run.setting("model.pretrained") in (None, "", "null") else PRETRAINED
 
 
-def epoch_seconds(run: Run) -> float | None:
-    """Mean seconds per epoch over metrics.jsonl, else the last epoch's from results.json."""
+def epoch_seconds(run: Run) -> float | str | None:
+    """Mean seconds per whole epoch over metrics.jsonl, else the last epoch's from results.json. Epochs cut
+    short (limit_batches, max_steps) give their time scaled to a whole epoch, marked "extrapolated"."""
+    cut = [m["perf/whole_epoch_s_extrapolated"] for m in run.metrics if "perf/whole_epoch_s_extrapolated" in m]
+    if cut and run.completed:
+        return f"{sum(cut) / len(cut):.1f} (extrapolated)"
     times = [m["perf/epoch_s"] for m in run.metrics if isinstance(m.get("perf/epoch_s"), (int, float))]
     if times and run.completed:
         return sum(times) / len(times)

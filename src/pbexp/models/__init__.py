@@ -15,6 +15,8 @@ from pbexp.models.embeddings import load_pretrained
 
 # Keys handled here, not by the model's constructor.
 BUILDER_KEYS = ("pretrained", "freeze_embeddings")
+# Keys of a model config that the trainer config reads (trainer/lm.yaml: optimizer and lr from model.recipe).
+TRAINER_KEYS = ("recipe",)
 TASK_KINDS = ("lm", "clf")
 
 
@@ -23,7 +25,7 @@ def model_config(model_cfg: DictConfig, kind: str) -> dict:
     cfg = OmegaConf.to_container(model_cfg, resolve=True)
     if kind in cfg and isinstance(cfg[kind], dict):
         cfg = cfg[kind]
-    return {k: v for k, v in cfg.items() if k not in TASK_KINDS}
+    return {k: v for k, v in cfg.items() if k not in TASK_KINDS + TRAINER_KEYS}
 
 
 def build_model(model_cfg: DictConfig, vocab, kind: str = "lm", **task_kwargs):

@@ -244,6 +244,9 @@ class Trainer:
                   **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
                   "perf/epoch_s": self.epoch_time,
                   f"perf/{task.unit}_per_s": count / max(self.epoch_time, 1e-9)}
+        whole = task.num_batches()
+        if 0 < self.batch_in_epoch < whole:  # a cut epoch (limit_batches, max_steps): what a whole one would take
+            record["perf/whole_epoch_s_extrapolated"] = self.epoch_time * whole / self.batch_in_epoch
         if self.is_main:
             logger.scalars("valid", valid, self.step)
             logger.scalars("perf", {"epoch_s": self.epoch_time}, self.step)
