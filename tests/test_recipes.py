@@ -20,7 +20,7 @@ from conftest import compose_cfg
 MIRROR = os.environ.get("PBEXP_DATA_MIRROR", "")
 needs_ptb = pytest.mark.skipif(not (Path(MIRROR) / "ptb" / "ptb.train.txt").is_file(),
                                reason="real PTB not found ($PBEXP_DATA_MIRROR/ptb; make test sets it)")
-STEPS = 200
+STEPS, LAST = 200, 50  # the loss of the last 50 of 200 steps is judged
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +39,17 @@ def test_default_recipe_trains_on_real_ptb(cell, ptb, tmp_path):
     model = build_model(cfg.model, ptb.vocab, task.kind, **task.model_kwargs())
     trainer = Trainer(t, task, model, tmp_path, torch.device("cpu"), cfg.seed)
     logger = RunLogger(tmp_path, enabled=False)
+    t.max_steps = STEPS - LAST
     trainer.run_batches(logger)  # raises Diverged on a non-finite loss at any log point
+    loss_before, count_before = trainer.epoch_loss.item(), trainer.epoch_count
+    t.max_steps = STEPS
+    trainer.run_batches(logger)  # the same epoch goes on
     assert trainer.step == STEPS
-    mean_loss = trainer.epoch_loss.item() / trainer.epoch_count
+    last_loss = (trainer.epoch_loss.item() - loss_before) / (trainer.epoch_count - count_before)
     uniform = math.log(len(ptb.vocab))
-    # A stable recipe learns the unigram distribution within 200 steps (ppl ~700, loss ~6.5); the
-    # blown-up defaults this replaces sat at losses from 9 to 30 (ppl 1e4 to 1e13).
-    assert math.isfinite(mean_loss) and mean_loss < uniform - 1.0, (cell, mean_loss, uniform)
+    # A stable recipe has learnt the unigram distribution by then (loss ~6.5-7.3, ppl ~700-1500); the
+    # blown-up defaults this replaces sat at losses from 9 to 30 (ppl 1e4 to 1e13), above a uniform guess.
+    assert math.isfinite(last_loss) and last_loss < uniform - 1.0, (cell, last_loss, uniform)
     window = next(task.windows(task.eval["valid"]))  # and it predicts held-out text better than uniform
     with torch.no_grad():
         model.eval()

@@ -40,8 +40,11 @@ def hparams_sessions(run_dir):
 def test_two_job_sweep_then_report(tmp_path, tiny_ptb, launcher):
     proc, out = sweep(tmp_path, tiny_ptb, [*TWO_JOBS, *launcher])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(p for p in out.iterdir() if p.is_dir())
+    jobs = sorted(p for p in out.iterdir() if p.is_dir() and p.name != "tb")
     assert [p.name for p in jobs] == ["0", "1"]
+    # <sweep>/tb names each job's TensorBoard folder by what the sweep varies
+    view = {p.name: p.resolve() for p in (out / "tb").iterdir()}
+    assert view == {"model=lstm": (out / "0" / "tb").resolve(), "model=gru": (out / "1" / "tb").resolve()}
     results = [json.loads((j / "results.json").read_text()) for j in jobs]
     assert all(r["status"] == "completed" for r in results)
     assert ["model=lstm" in r["overrides"] for r in results] == [True, False]
@@ -72,7 +75,7 @@ def test_sweep_with_failing_and_diverging_jobs(tmp_path, tiny_ptb):
     proc, out = sweep(tmp_path, tiny_ptb, ["trainer.lr=5,-1,1e12", "trainer.clip=0", "trainer.epochs=1"])
     assert proc.returncode != 0
     assert "did not complete" in proc.stderr
-    status = {j.name: json.loads((j / "results.json").read_text()) for j in sorted(out.iterdir()) if j.is_dir()}
+    status = {j.name: json.loads((j / "results.json").read_text()) for j in sorted(out.iterdir()) if j.is_dir() and j.name != "tb"}
     assert status["0"]["status"] == "completed"
     assert status["1"]["status"] == "failed" and "trainer.lr" in status["1"]["error"]
     assert status["2"]["status"] == "diverged" and "trainer.lr=" in status["2"]["error"]

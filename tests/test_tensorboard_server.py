@@ -26,7 +26,8 @@ def served_sweep(tmp_path, tiny_ptb):
                     f"hydra.sweep.dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(out), "--host", "127.0.0.1",
+    # <sweep>/tb names each job's curves by what the sweep varies (callbacks.SweepStatus)
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(out / "tb"), "--host", "127.0.0.1",
                                "--port", str(port), "--load_fast=false", "--reload_interval", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -52,18 +53,18 @@ def served_sweep(tmp_path, tiny_ptb):
 def test_tensorboard_serves_both_runs_tags_and_hparams(served_sweep):
     base = served_sweep
     runs = get(base + "/data/runs")
-    assert sorted(runs) == ["0/tb", "1/tb"]  # one TensorBoard run per job, no phantom runs
+    assert sorted(runs) == ["model=gru", "model=lstm"]  # one run per job, named by what differs, no phantoms
     tags = get(base + "/data/plugin/scalars/tags")
-    for run in ("0/tb", "1/tb"):
+    for run in ("model=lstm", "model=gru"):
         for tag in ("train/loss", "train/ppl", "valid/ppl", "test/ppl", "opt/lr", "perf/tokens_per_s"):
             assert tag in tags[run], (run, tag)
-    points = get(base + "/data/plugin/scalars/scalars?run=0/tb&tag=test/ppl")
+    points = get(base + "/data/plugin/scalars/scalars?run=model=lstm&tag=test/ppl")
     assert len(points) == 1
     body = json.dumps({"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
                        "colParams": [], "startIndex": 0, "sliceSize": 100}).encode()
     groups = get(base + "/data/plugin/hparams/session_groups", data=body)
     sessions = {s["name"]: s for g in groups["sessionGroups"] for s in g["sessions"]}
-    assert set(sessions) == {"0/tb", "1/tb"}
+    assert set(sessions) == {"model=gru", "model=lstm"}
     assert sorted(g["hparams"]["model"] for g in groups["sessionGroups"]) == ["gru", "lstm"]
     experiment = get(base + "/data/plugin/hparams/experiment", data=json.dumps({"experimentName": ""}).encode())
     names = {h["name"] for h in experiment["hparamInfos"]}
