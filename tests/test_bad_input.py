@@ -112,6 +112,7 @@ CASES = [
     ("schedule", lambda d: [f"dataset.root={_ptb(d)}", "trainer.schedule=cosine"], "trainer.schedule"),
     ("cell", lambda d: [f"dataset.root={_ptb(d)}", "model.cell=LSTMX"], "model.cell"),
     ("no-cuda", lambda d: [f"dataset.root={_ptb(d)}", "trainer.device=cuda"], "trainer.device"),
+    ("unknown-preset", lambda d: [f"dataset.root={_ptb(d)}", "experiment=layers", "preset=gpu"], "['quick', 'cpu', 'full']"),
 ]
 
 
@@ -158,6 +159,16 @@ def test_bad_input_fails_cleanly(case, tmp_path, capsys, monkeypatch):
     for path, text in files.items():
         assert path.read_text() == text, f"{path.name} was overwritten"
     assert not (run / "checkpoints").exists() and not (run / "tb").exists()
+
+
+def test_model_without_a_recipe_for_the_task_fails_cleanly(tmp_path, capsys, monkeypatch):
+    """trainer/lm.yaml takes optimizer and lr from model.recipe; a classifier on PTB has none."""
+    monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
+    capsys.readouterr()
+    code = main_in_process([f"dataset.root={_ptb(tmp_path)}", "model=cnn", f"hydra.run.dir={tmp_path / 'run'}"])
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert code == 2 and len(lines) == 1 and "set trainer.optimizer=..." in lines[0], lines
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_checkpoint_of_another_shape_fails_cleanly(tmp_path, capsys, monkeypatch):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from pbexp.errors import ConfigError, PbexpError
 
@@ -35,6 +36,14 @@ def _number(key: str, value, low=None, high=None, low_open=False, high_open=Fals
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad key. Checks the trainer and the top level."""
+    sizes = cfg.get("sizes")  # an experiment preset's budgets, one entry per preset name
+    if sizes is not None and cfg.get("preset") not in sizes:
+        raise ConfigError("preset", cfg.get("preset"), f"one of {list(sizes)} (this experiment's sizes)")
+    try:
+        OmegaConf.to_container(cfg.trainer, resolve=True)
+    except InterpolationResolutionError as e:  # e.g. trainer.lr: ${model.recipe.lr} with a model that has none
+        raise PbexpError(f"trainer.{e.key}: {e.msg.splitlines()[0]}: this model gives no training recipe for "
+                         f"this task; set trainer.{e.key}=... on the command line") from None
     t = cfg.trainer
     if str(t.optimizer).lower() not in OPTIMIZERS:
         raise ConfigError("trainer.optimizer", t.optimizer, f"one of {list(OPTIMIZERS)}")
