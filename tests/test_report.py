@@ -446,6 +446,20 @@ def test_plot_writes_learning_curves_png(tmp_path, capsys):
     assert_png(tmp_path / "acc.png")
 
 
+def test_logged_curve_reads_the_points_tensorboard_wrote(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    run_dir = tmp_path / "run"
+    with SummaryWriter(str(run_dir / "tb")) as w:
+        for step, value in [(10, 900.0), (200, 400.5), (400, 250.25)]:
+            w.add_scalar("train/ppl", value, step)
+            w.add_scalar("train/loss", 1.0, step)
+    with SummaryWriter(str(run_dir / "tb"), purge_step=400) as w:  # a resume rewrites step 400
+        w.add_scalar("train/ppl", 240.0, 400)
+    run = report.Run(run_dir, "run", {}, {}, [], [])
+    assert report.logged_curve(run, "train/ppl") == [(10, 900.0), (200, 400.5), (400, 240.0)]
+    assert report.logged_curve(run, "valid/ppl") == []
+
+
 def test_plot_labels_runs_by_what_the_sweep_varied(tmp_path):
     runs = report.collect_runs([rnn_sweep(tmp_path)])
     assert report.distinguishing_overrides(runs)["rnn_sweep/0"] == "model=gru"

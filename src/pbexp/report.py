@@ -511,12 +511,30 @@ def title_of(table: Table, runs: list[Run], dirs: list[Path]) -> str:
 # --plot
 
 
+def logged_curve(run: Run, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of one scalar from the run's TensorBoard event files (every log_every steps); a
+    step written again after a resume keeps its last value."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+    points = {}
+    for f in sorted((run.path / "tb").glob("events.out.tfevents.*")):
+        try:
+            for event in EventFileLoader(str(f)).Load():
+                for v in event.summary.value:
+                    if v.tag == tag:  # the loader hands scalars over as 0-d tensors
+                        points[event.step] = float(tensor_util.make_ndarray(v.tensor)) \
+                            if v.WhichOneof("value") == "tensor" else v.simple_value
+        except Exception:  # noqa: BLE001 - a truncated event file still gives the points before the cut
+            continue
+    return sorted(points.items())
+
+
 def plot_curves(runs: list[Run], path: Path) -> None:
-    """Valid ppl (LM, train ppl dashed) or valid acc (classifiers) per epoch, one line per run."""
+    """Learning curves over optimiser steps, one colour per run: the training ppl as logged (dashed, LM)
+    and the validation ppl (LM) or accuracy (classifiers) after each epoch (solid, dots)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     with_curves = [r for r in runs if r.metrics]
     if not with_curves:
@@ -529,18 +547,18 @@ def plot_curves(runs: list[Run], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     for run in with_curves:
         label = (labels[run.label] or run.label) + ("" if run.completed else " (failed)")
-        epochs = [m["epoch"] for m in run.metrics]
-        (line,) = ax.plot(epochs, [m.get("valid/ppl" if lm else "valid/acc") for m in run.metrics], marker="o",
+        steps = [m.get("step", m["epoch"]) for m in run.metrics]
+        (line,) = ax.plot(steps, [m.get("valid/ppl" if lm else "valid/acc") for m in run.metrics], marker="o",
                           label=label)
         if lm:
-            ax.plot(epochs, [m.get("train/ppl") for m in run.metrics], "--", color=line.get_color())
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            train = logged_curve(run, "train/ppl")
+            ax.plot([s for s, _ in train], [v for _, v in train], "--", color=line.get_color(), alpha=0.7)
+    ax.set_xlabel("optimiser step")
     if lm:
         ax.set_yscale("log")  # perplexities span orders of magnitude in the first epochs
-        ax.set_ylabel("perplexity (valid solid, train dashed)")
+        ax.set_ylabel("perplexity (valid per epoch: dots; train: dashed)")
     else:
-        ax.set_ylabel("valid accuracy")
+        ax.set_ylabel("valid accuracy after each epoch")
     ax.legend(fontsize="small")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
