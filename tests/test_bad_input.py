@@ -112,6 +112,8 @@ CASES = [
     ("schedule", lambda d: [f"dataset.root={_ptb(d)}", "trainer.schedule=cosine"], "trainer.schedule"),
     ("cell", lambda d: [f"dataset.root={_ptb(d)}", "model.cell=LSTMX"], "model.cell"),
     ("no-cuda", lambda d: [f"dataset.root={_ptb(d)}", "trainer.device=cuda"], "trainer.device"),
+    ("epochs-negative", lambda d: [f"dataset.root={_ptb(d)}", "trainer.epochs=-1"], "an integer >= 1, or 0 (no epoch"),
+    ("epochs-zero-unbounded", lambda d: [f"dataset.root={_ptb(d)}", "trainer.epochs=0"], "an integer >= 1, or 0 (no epoch"),
     ("unknown-preset", lambda d: [f"dataset.root={_ptb(d)}", "experiment=layers", "preset=gpu"], "['quick', 'cpu', 'full']"),
 ]
 

@@ -41,6 +41,17 @@ def test_max_steps_stops_early(tiny_ptb, tmp_path):
     assert results["steps"] == 3 and results["epochs"] == 1
 
 
+def test_epochs_zero_means_no_epoch_limit_with_max_steps(tiny_ptb, tmp_path):
+    """epochs=0 trained 0 steps and reported completed; it is 'no epoch limit' when max_steps is set."""
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.max_steps=75", "trainer.epochs=0"])
+    from pbexp.training.tasks import build_task
+    from pbexp.config import instantiate
+    per_epoch = build_task(instantiate(cfg.dataset), cfg.trainer, "cpu").num_batches()
+    assert per_epoch < 75  # so the run must go on past the first epoch
+    results = train(cfg, tmp_path / "run")
+    assert results["status"] == "completed" and results["steps"] == 75
+
+
 def test_same_seed_gives_identical_results(tiny_lm_cfg, tmp_path):
     a = train(tiny_lm_cfg, tmp_path / "a")
     b = train(tiny_lm_cfg, tmp_path / "b")

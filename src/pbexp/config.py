@@ -57,12 +57,14 @@ def validate(cfg: DictConfig) -> None:
     _number("trainer.lr_decay", t.lr_decay, low=0, high=1, low_open=True, what="a number in (0, 1]")
     for key in ("batch_size", "bptt", "eval_batch_size", "log_every"):
         _positive_int(f"trainer.{key}", t[key])
-    for key in ("epochs", "max_steps", "checkpoint_every", "decay_start", "limit_batches", "num_threads"):
+    for key in ("max_steps", "checkpoint_every", "decay_start", "limit_batches", "num_threads"):
         if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 0:
             raise ConfigError(f"trainer.{key}", t[key], "an integer >= 0")
     _number("trainer.max_minutes", t.max_minutes, low=0, what="a number of minutes >= 0 (0: no time limit)")
-    if t.epochs == 0 and t.max_steps == 0:
-        raise ConfigError("trainer.epochs", 0, "at least 1 (or set trainer.max_steps)")
+    unbounded_ok = t.max_steps > 0 or t.max_minutes > 0
+    if not isinstance(t.epochs, int) or isinstance(t.epochs, bool) or t.epochs < (0 if unbounded_ok else 1):
+        raise ConfigError("trainer.epochs", t.epochs, "an integer >= 1, or 0 (no epoch limit) together with "
+                                                      "trainer.max_steps or trainer.max_minutes > 0")
     if t.device not in DEVICES and not str(t.device).startswith("cuda:"):
         raise ConfigError("trainer.device", t.device, f"one of {list(DEVICES)} or cuda:<n>")
     if t.amp not in AMP:

@@ -138,10 +138,11 @@ class Trainer:
         return self.optimizer.param_groups[0]["lr"]
 
     def fit(self, logger: RunLogger) -> dict:
-        """Train for ``cfg.epochs`` epochs (or ``cfg.max_steps`` steps); returns the last epoch's record."""
+        """Train for ``cfg.epochs`` epochs (0: no epoch limit) or until ``cfg.max_steps`` / ``cfg.max_minutes``;
+        returns the last epoch's record."""
         cfg = self.cfg
         record = {}
-        while self.epoch <= cfg.epochs and not self._steps_done():
+        while (cfg.epochs == 0 or self.epoch <= cfg.epochs) and not self._steps_done():
             record = self._train_epoch(logger)
             if self.stop_requested:
                 break
