@@ -100,6 +100,8 @@ CASES = [
      "model.emb_size=3"),
     ("glove-malformed", lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=3",
                                    "model.pretrained=" + str(_glove(d, GLOVE_BAD))], "line 2"),
+    ("glove-nan", lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=3",
+                             "model.pretrained=" + str(_glove(d, "zyx 1 2 3\nthe nan 1 2\n"))], "line 2"),
     ("glove-missing", lambda d: [f"dataset.root={_ptb(d)}", f"model.pretrained={d / 'nope.txt'}"], "nope.txt"),
     ("glove-bad-zip", lambda d: [f"dataset.root={_ptb(d)}", f"model.pretrained={_glove(d, 'not a zip', 'g.zip')}"],
      "g.zip"),

@@ -26,6 +26,17 @@ def test_small_glove_file_copies_found_rows_and_keeps_others(tmp_path):
     assert emb.weight.requires_grad
 
 
+def test_no_vocabulary_word_in_the_file_warns(tmp_path, caplog):
+    path = tmp_path / "g.txt"
+    path.write_text(GLOVE)
+    emb = torch.nn.Embedding(2, 3)
+    before = emb.weight.clone()
+    with caplog.at_level("WARNING"):
+        assert load_pretrained(emb, Vocab(["Katze", "Hund"]), path) == 0
+    assert torch.equal(emb.weight, before)
+    assert any("none of the 2 vocabulary words" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
 def test_zip_and_freeze(tmp_path):
     path = tmp_path / "g.zip"
     with zipfile.ZipFile(path, "w") as zf:

@@ -48,9 +48,12 @@ def read_vectors(path: str | Path, wanted: set[str] | None = None) -> tuple[dict
                 raise DataError(f"{path} line {n}: {len(parts) - 1} numbers, but earlier lines have {dim}")
             if wanted is None or parts[0] in wanted:
                 try:
-                    vectors[parts[0]] = torch.tensor([float(v) for v in parts[1:]])
+                    vec = torch.tensor([float(v) for v in parts[1:]])
                 except ValueError as e:
                     raise DataError(f"{path} line {n}: not a number ({e})") from e
+                if not torch.isfinite(vec).all():  # nan/inf would surface later as a 'diverged' run
+                    raise DataError(f"{path} line {n}: the vector of {parts[0]!r} holds nan or inf")
+                vectors[parts[0]] = vec
     except (UnicodeDecodeError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: not a GloVe text file ({e})") from e
     if dim is None:
@@ -72,6 +75,9 @@ def load_pretrained(embedding: nn.Embedding, vocab: Vocab, path: str | Path, fre
         for word, vec in vectors.items():
             embedding.weight[vocab[word]] = vec
     embedding.weight.requires_grad_(not freeze)
+    if not vectors:
+        log.warning("pretrained embeddings: none of the %d vocabulary words is in %s; the embedding keeps its "
+                    "random initialisation (a file for another language or casing?)", len(vocab), path)
     log.info("pretrained embeddings: %d of %d vocabulary words found in %s (%.1f %%)%s", len(vectors), len(vocab),
              path, 100 * len(vectors) / len(vocab), ", frozen" if freeze else "")
     return len(vectors)
