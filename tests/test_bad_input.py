@@ -175,6 +175,31 @@ def test_model_without_a_recipe_for_the_task_fails_cleanly(tmp_path, capsys, mon
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+class _Crafted:  # a pickle that would run code if it were unpickled in full
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_unreadable_checkpoint_without_fallback_stops_and_deletes_nothing(tmp_path, capsys, monkeypatch):
+    """It restarted at step 0 and deleted the run's TensorBoard events."""
+    import torch
+    monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
+    run = tmp_path / "run"
+    args = _different_shape_checkpoint(tmp_path, run)[:1]  # an unfinished run with checkpoints and events
+    ckpt_dir = run / "checkpoints"
+    (ckpt_dir / "last.prev.pt").unlink(missing_ok=True)
+    torch.save({"model": _Crafted()}, ckpt_dir / "last.pt")
+    before = {p: p.read_bytes() for p in [*run.rglob("events.out.tfevents.*"), ckpt_dir / "last.pt"]}
+    assert any("tfevents" in p.name for p in before)
+    capsys.readouterr()
+    code = main_in_process([*TINY_LM, *args, f"hydra.run.dir={run}"])
+    captured = capsys.readouterr()
+    lines = [l for l in captured.err.splitlines() if l.strip()]
+    assert code == 2 and len(lines) == 1 and "last.pt" in lines[0] and "nothing was changed" in lines[0], lines
+    assert "weights_only=False" not in captured.err + captured.out and "pwned" not in captured.out
+    assert {p: p.read_bytes() for p in before} == before
+
+
 def test_checkpoint_of_another_shape_fails_cleanly(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
     run = tmp_path / "run"

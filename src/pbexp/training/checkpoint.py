@@ -1,13 +1,14 @@
 """Checkpoints: written atomically (temp file + rename), read with ``weights_only=True``.
 
 A corrupt or truncated ``last.pt`` is not fatal: the previous good one is kept as ``last.prev.pt``
-and read instead, with a warning.
+and read instead, with a warning. When neither loads, the run stops with an error and touches nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pbexp.errors import DataError
 from pbexp.training import faults
 
 log = logging.getLogger(__name__)
@@ -46,16 +48,30 @@ def load(path: str | Path, map_location="cpu"):
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def unreadable_reason(e: Exception) -> str:
+    """Why a checkpoint did not load, in one line, without torch's advice to retry with weights_only=False
+    (that would run whatever code a crafted file holds)."""
+    if isinstance(e, pickle.UnpicklingError):
+        return "it holds pickled objects other than tensors and plain values, which are never loaded"
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
 def load_latest(path: str | Path, map_location="cpu"):
-    """``path`` or, if it is missing or unreadable, its ``.prev.pt``; None when neither loads."""
+    """``path`` or, if it is missing or unreadable, its ``.prev.pt``; None when neither exists. When some
+    exist but none loads, DataError: starting over would silently throw the run's progress away."""
     path = Path(path)
+    tried = []
     for candidate in (path, path.with_suffix(".prev.pt")):
         if not candidate.exists():
             continue
         try:
             return load(candidate, map_location)
         except Exception as e:  # truncated zip, bad pickle: fall back to the older file
-            log.warning("checkpoint %s is unreadable (%s); trying the previous one", candidate, e)
+            tried.append(f"{candidate.name}: {unreadable_reason(e)}")
+            log.warning("checkpoint %s is unreadable (%s); trying the previous one", candidate, unreadable_reason(e))
+    if tried:
+        raise DataError(f"no readable checkpoint in {path.parent} ({'; '.join(tried)}); nothing was changed. "
+                        f"Move that folder away to start the run over")
     return None
 
 
