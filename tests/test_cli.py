@@ -77,3 +77,39 @@ def test_real_ptb_smoke_run(tmp_path):
     # 40 steps of SGD at lr 20 take the model from ~10,000 (uniform) to well under 2,000.
     assert results["valid/ppl"] < 2000 and results["test/ppl"] < 2000
     assert "vocab 10000" in proc.stdout
+
+
+def test_second_process_on_a_busy_run_dir_stops_and_touches_nothing(tiny_ptb, tmp_path):
+    """Two processes on one run dir both trained: two epoch-1 lines, two event files, one results.json."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env
+    run = tmp_path / "run"
+    args = [*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=500", f"hydra.run.dir={run}"]
+    first = subprocess.Popen([sys.executable, "-m", "pbexp.train", *args], cwd=tmp_path, env=cli_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (run / "metrics.jsonl").exists():  # the first one is training
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        before = {p: p.stat().st_mtime_ns for p in (run / ".hydra").iterdir()}
+        second = run_cli([*args, "trainer.lr=1"], cwd=tmp_path, timeout=60)
+        lines = [l for l in second.stderr.splitlines() if l.strip()]
+        assert second.returncode == 2 and len(lines) == 1 and "in use by another pbexp-train" in lines[0], lines
+        assert str(first.pid) in lines[0]
+        assert {p: p.stat().st_mtime_ns for p in (run / ".hydra").iterdir()} == before  # provenance untouched
+        assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
+
+
+def test_resume_and_another_run_dir_is_an_error(tiny_ptb, tmp_path):
+    (tmp_path / "earlier" / "checkpoints").mkdir(parents=True)
+    proc = run_cli([*TINY_LM, f"dataset.root={tiny_ptb}", f"trainer.resume={tmp_path / 'earlier'}",
+                    f"hydra.run.dir={tmp_path / 'other'}"], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "two different run directories" in proc.stderr
+    assert not (tmp_path / "other").exists()

@@ -277,17 +277,49 @@ def _prepare_argv(argv: list[str]) -> list[str]:
         if not Path(resume, "checkpoints").is_dir() and not Path(resume, "results.json").exists():
             raise PbexpError(f"trainer.resume={resume}: no checkpoints/ or results.json there; "
                              "give the run directory of an earlier run")
-        if _arg_value(argv, "hydra.run.dir") is None:
+        run_dir = _arg_value(argv, "hydra.run.dir")
+        if run_dir is None:
             argv = [*argv, f"hydra.run.dir={resume}"]
+        elif Path(run_dir).resolve() != Path(resume).resolve():
+            raise PbexpError(f"trainer.resume={resume} and hydra.run.dir={run_dir} name two different run "
+                             "directories; give only one of them (a resumed run stays in its own directory)")
     multirun = any(a in ("-m", "--multirun") for a in argv)
     out = _arg_value(argv, "hydra.sweep.dir" if multirun else "hydra.run.dir") or "outputs"
     _check_writable(out)
     return argv
 
 
+LOCK_FILE = ".pbexp.lock"
+
+
+def _lock_output_dir(argv: list[str]):
+    """Hold an exclusive lock on the run dir (or a sweep's dir) named on the command line for as long as
+    this process lives, so a second process started on it stops before writing anything. Only rank 0
+    locks under torchrun (every rank shares the run dir). Returns the open lock file (keep it open)."""
+    import fcntl
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    folder = _arg_value(argv, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+    if folder is None or not distributed.from_env().is_main:  # a fresh timestamped folder: nobody else's
+        return None
+    lock = open(Path(folder) / LOCK_FILE, "a+")  # noqa: SIM115 - held open until the process ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise PbexpError(f"{folder} is in use by another pbexp-train process (pid {holder}); wait for it to "
+                         "finish or choose another hydra.run.dir / hydra.sweep.dir") from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
 def main() -> None:
     try:
         sys.argv[1:] = _prepare_argv(sys.argv[1:])
+        lock = _lock_output_dir(sys.argv[1:])  # noqa: F841 - released when the process exits
     except PbexpError as e:
         print(f"pbexp-train: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
