@@ -116,6 +116,12 @@ CASES = [
     ("no-cuda", lambda d: [f"dataset.root={_ptb(d)}", "trainer.device=cuda"], "trainer.device"),
     ("epochs-negative", lambda d: [f"dataset.root={_ptb(d)}", "trainer.epochs=-1"], "an integer >= 1, or 0 (no epoch"),
     ("epochs-zero-unbounded", lambda d: [f"dataset.root={_ptb(d)}", "trainer.epochs=0"], "an integer >= 1, or 0 (no epoch"),
+    ("batch-beyond-data", lambda d: [f"dataset.root={_ptb(d)}", "trainer.batch_size=100000000"], "trainer.batch_size"),
+    ("bptt-beyond-data", lambda d: [f"dataset.root={_ptb(d)}", "trainer.bptt=10000000"], "trainer.bptt"),
+    ("eval-batch-beyond-data", lambda d: [f"dataset.root={_ptb(d)}", "trainer.eval_batch_size=100000"],
+     "trainer.eval_batch_size"),
+    ("out-of-memory", lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=100000000000", "model.hidden_size=16"],
+     "out of memory on this machine"),
     ("unknown-preset", lambda d: [f"dataset.root={_ptb(d)}", "experiment=layers", "preset=gpu"], "['quick', 'cpu', 'full']"),
 ]
 

@@ -86,6 +86,8 @@ def instantiate(node, **kwargs):
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
+        if isinstance(e.__cause__, MemoryError) or "can't allocate memory" in str(e.__cause__):
+            raise e.__cause__ from None  # out of memory while building: train.py words it for the user
         if isinstance(e.__cause__, TypeError) and "argument" in str(e.__cause__):
             raise PbexpError(f"bad model/dataset key: {e.__cause__}") from None
         raise

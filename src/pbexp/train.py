@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+import re
 import shlex
 import signal
 import sys
@@ -199,6 +200,19 @@ def _restore_signal_handlers(state: dict) -> None:
         signal.signal(sig, old)
 
 
+def out_of_memory_message(cfg: DictConfig, e: BaseException) -> str:
+    where = "the GPU" if isinstance(e, torch.OutOfMemoryError) and "CUDA" in str(e) else "this machine"
+    asked = re.search(r"allocate ([0-9.]+) (bytes|[KMGT]iB)", str(e))
+    if asked:
+        n = float(asked.group(1)) / (1e9 if asked.group(2) == "bytes" else 1)
+        first = f"one allocation of {n:.1f} GB" if asked.group(2) == "bytes" else f"one allocation of {asked.group(0)[9:]}"
+    else:
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+    sizes = ", ".join(f"{k}={cfg.trainer[k]}" for k in ("batch_size", "bptt", "eval_batch_size") if k in cfg.trainer)
+    return (f"out of memory on {where} ({first}); lower trainer.batch_size, trainer.bptt, "
+            f"trainer.eval_batch_size or the model's sizes (now {sizes})")
+
+
 def _resume_command(run_dir: Path) -> str:
     args = [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "-m", "--multirun"))]
     return shlex.join(["pbexp-train", *args, f"hydra.run.dir={run_dir}"])
@@ -224,6 +238,16 @@ def hydra_main(cfg: DictConfig) -> float | None:
         msg, status, code = f"diverged: {e}", "diverged", 3
     except PbexpError as e:
         msg, status, code = str(e), "failed", EXIT_USER_ERROR
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        msg, status, code = out_of_memory_message(cfg, e), "failed", EXIT_USER_ERROR
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e):  # torch's CPU allocator raises a plain RuntimeError
+            if not multirun:
+                raise
+            log.exception("job failed")
+            msg, status, code = f"{type(e).__name__}: {e}", "failed", 1
+        else:
+            msg, status, code = out_of_memory_message(cfg, e), "failed", EXIT_USER_ERROR
     except Exception as e:  # a bug: keep the traceback, but a sweep goes on with the other jobs
         if not multirun:
             raise

@@ -23,6 +23,21 @@ def batchify(stream: torch.Tensor, batch_size: int) -> torch.Tensor:
     return stream[: n * batch_size].view(batch_size, n).t().contiguous()
 
 
+def check_lm_sizes(data: LMData, batch_size: int, bptt: int, eval_batch_size: int) -> None:
+    """Sizes the data cannot fill fail here, not as a many-GB allocation after the model is built."""
+    from pbexp.errors import ConfigError
+    for key, size, split in (("batch_size", batch_size, "train"), ("eval_batch_size", eval_batch_size, "valid"),
+                             ("eval_batch_size", eval_batch_size, "test")):
+        tokens = getattr(data, split).numel()
+        if size > tokens // 2:  # each column needs an input and a next-token target
+            raise ConfigError(f"trainer.{key}", size, f"at most {tokens // 2} (the {split} split has {tokens} "
+                                                      "tokens; each batch column needs two or more)")
+    rows = data.train.numel() // batch_size
+    if bptt > rows - 1:
+        raise ConfigError("trainer.bptt", bptt, f"at most {rows - 1}: each of the {batch_size} batch columns "
+                                                f"holds {rows} training tokens")
+
+
 def detach_hidden(h):
     """Cut the graph at the batch boundary (truncated BPTT) while keeping the values."""
     return tuple(x.detach() for x in h) if isinstance(h, tuple) else h.detach()
@@ -38,6 +53,7 @@ class LMTask:
     def __init__(self, data: LMData, batch_size: int, bptt: int, eval_batch_size: int = 10,
                  device="cpu", rank: int = 0, world_size: int = 1):
         self.data, self.bptt, self.device = data, bptt, torch.device(device)
+        check_lm_sizes(data, batch_size, bptt, eval_batch_size)
         train = batchify(data.train, batch_size)
         # Data parallel: each rank takes its own slice of the batch columns.
         per_rank = batch_size // world_size
