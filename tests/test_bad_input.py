@@ -122,6 +122,10 @@ CASES = [
      "trainer.eval_batch_size"),
     ("out-of-memory", lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=100000000000", "model.hidden_size=16"],
      "out of memory on this machine"),
+    ("typo-key", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lrr=1"], "Could not override 'trainer.lrr'"),
+    ("unknown-choice", lambda d: [f"dataset.root={_ptb(d)}", "model=foo"], "Available options in 'model': cnn"),
+    ("bad-override-syntax", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lr=[1"], "override 'trainer.lr=[1'"),
+    ("bad-sweep-value", lambda d: ["-m", f"dataset.root={_ptb(d)}", "model=lstm,foo"], "Could not find 'model/foo'"),
     ("unknown-preset", lambda d: [f"dataset.root={_ptb(d)}", "experiment=layers", "preset=gpu"], "['quick', 'cpu', 'full']"),
 ]
 

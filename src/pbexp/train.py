@@ -313,6 +313,52 @@ def _prepare_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+HYDRA_CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+FLAGS_WITH_VALUE = ("-c", "--cfg", "-p", "--package", "--experimental-rerun", *HYDRA_CONFIG_FLAGS)
+INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def _check_overrides(argv: list[str]) -> None:
+    """Compose the config once before Hydra runs, so a typo (trainer.lrr=1), an unknown choice (model=foo)
+    or a bad override is one line naming it, exit 2, instead of Hydra's 5-6 lines and exit 1. A sweep is
+    checked with the first value of each swept key; other config dirs are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    if any(a.split("=", 1)[0] in HYDRA_CONFIG_FLAGS for a in argv):
+        return
+    def one_line(e: Exception) -> str:
+        text = str(e).split("Config search path:")[0]
+        return " ".join(line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line
+                        and not line.strip().startswith(("See https://", "full_key:", "object_type=")))
+
+    overrides, skip = [], False
+    for i, a in enumerate(argv):  # drop Hydra's flags and their values (--cfg job, -p trainer, --info all)
+        if skip:
+            skip = False
+        elif a in FLAGS_WITH_VALUE or (a in ("-i", "--info") and i + 1 < len(argv) and argv[i + 1] in INFO_TOPICS):
+            skip = True
+        elif not a.startswith("-"):
+            overrides.append(a)
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([arg]))
+        except Exception as e:  # noqa: BLE001 - the override grammar's error
+            raise PbexpError(f"override {arg!r}: {one_line(e)}") from None
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [o.input_line] for o in parsed]
+    firsts = [c[0] for c in choices]
+    # the first value of every key, then each further value of a swept key on its own
+    trials = [firsts] + [firsts[:i] + [v] + firsts[i + 1:] for i, c in enumerate(choices) for v in c[1:]]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for overrides in trials:
+            try:
+                compose(config_name="train", overrides=overrides, return_hydra_config=True)
+            except Exception as e:  # noqa: BLE001 - every composition error is the user's override
+                raise PbexpError(one_line(e) or type(e).__name__) from None
+
+
 LOCK_FILE = ".pbexp.lock"
 
 
@@ -343,6 +389,7 @@ def _lock_output_dir(argv: list[str]):
 def main() -> None:
     try:
         sys.argv[1:] = _prepare_argv(sys.argv[1:])
+        _check_overrides(sys.argv[1:])
         lock = _lock_output_dir(sys.argv[1:])  # noqa: F841 - released when the process exits
     except PbexpError as e:
         print(f"pbexp-train: error: {e}", file=sys.stderr)
