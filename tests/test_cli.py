@@ -113,3 +113,12 @@ def test_resume_and_another_run_dir_is_an_error(tiny_ptb, tmp_path):
                     f"hydra.run.dir={tmp_path / 'other'}"], cwd=tmp_path, timeout=60)
     assert proc.returncode == 2 and "two different run directories" in proc.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_help_cfg_and_bad_overrides_leave_no_folders(tmp_path):
+    """--help and --cfg job created an empty outputs/, a config error an empty run dir."""
+    for args in (["--help"], ["--cfg", "job"], ["trainer.lrr=1", "hydra.run.dir=runs/x"],
+                 ["model=foo", "hydra.run.dir=runs/y"], ["--cfg", "job", "hydra.run.dir=runs/z"]):
+        proc = run_cli(args, cwd=tmp_path, timeout=120)
+        assert proc.returncode in (0, 2), (args, proc.stderr[-500:])
+        assert list(tmp_path.iterdir()) == [], (args, list(tmp_path.iterdir()))

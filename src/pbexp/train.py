@@ -277,9 +277,13 @@ def _check_writable(folder: str) -> None:
     """Fail before Hydra tries to create the output folder (it would show a traceback).
     Tried for real: permission bits say little when running as root."""
     import tempfile
+    existing = Path(folder).absolute()
+    while not existing.exists():  # nothing is created here: --help or a bad override leaves no folder
+        existing = existing.parent
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file is in the way")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
         raise PbexpError(f"output folder {folder} cannot be written ({e.strerror}); choose another with "
@@ -371,6 +375,9 @@ def _lock_output_dir(argv: list[str]):
     folder = _arg_value(argv, "hydra.sweep.dir" if multirun else "hydra.run.dir")
     if folder is None or not distributed.from_env().is_main:  # a fresh timestamped folder: nobody else's
         return None
+    if any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info") for a in argv):
+        return None  # nothing runs, nothing is written
+    Path(folder).mkdir(parents=True, exist_ok=True)
     lock = open(Path(folder) / LOCK_FILE, "a+")  # noqa: SIM115 - held open until the process ends
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -388,8 +395,8 @@ def _lock_output_dir(argv: list[str]):
 
 def main() -> None:
     try:
-        sys.argv[1:] = _prepare_argv(sys.argv[1:])
         _check_overrides(sys.argv[1:])
+        sys.argv[1:] = _prepare_argv(sys.argv[1:])
         lock = _lock_output_dir(sys.argv[1:])  # noqa: F841 - released when the process exits
     except PbexpError as e:
         print(f"pbexp-train: error: {e}", file=sys.stderr)
