@@ -237,3 +237,20 @@ def test_unknown_model_dataset_or_experiment(tmp_path, capsys, args, needle):
     code = main_in_process([*args, f"hydra.run.dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err
     assert code != 0 and needle in err and "Traceback" not in err
+
+
+def test_interrupt_before_the_first_checkpoint_says_so(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the data loaded printed 'checkpoint saved in .../checkpoints' with no checkpoint there."""
+    import pbexp.train
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt("SIGINT")
+
+    monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
+    monkeypatch.setattr(pbexp.train, "instantiate", interrupted)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    code = main_in_process([*TINY_LM, f"dataset.root={_ptb(tmp_path)}", f"hydra.run.dir={run}"])
+    err = capsys.readouterr().err
+    assert code == 130 and "before the first checkpoint; nothing to resume" in err and "saved" not in err
+    assert not (run / "checkpoints").exists()

@@ -231,8 +231,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
         train(cfg, run_dir)
         return None
     except KeyboardInterrupt as e:
-        msg = (f"interrupted ({e.args[0] if e.args else 'SIGINT'}); checkpoint saved in {run_dir / 'checkpoints'}. "
-               f"Resume with: {_resume_command(run_dir)}")
+        why = f"interrupted ({e.args[0] if e.args else 'SIGINT'})"
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            msg = f"{why}; checkpoint saved in {run_dir / 'checkpoints'}. Resume with: {_resume_command(run_dir)}"
+        else:  # e.g. Ctrl-C while the data was loading: there is nothing to resume from
+            msg = f"{why} before the first checkpoint; nothing to resume. Start again with: {_resume_command(run_dir)}"
         status, code = "interrupted", EXIT_INTERRUPTED
     except Diverged as e:
         msg, status, code = f"diverged: {e}", "diverged", 3
