@@ -60,6 +60,21 @@ def test_mirror_is_used_when_root_is_empty(tmp_path, tiny_ptb, monkeypatch):
     assert len(data.train) > 0
 
 
+@pytest.mark.parametrize("make_root,said", [
+    (lambda d: (d / "ptb").mkdir(parents=True) or (d / "ptb" / "ptb.train.txt").write_text("a b\n") and d,
+     "holds no ptb.valid.txt, ptb.test.txt"),
+    (lambda d: d.parent.mkdir(parents=True, exist_ok=True) or d.write_text("x") and d, "is a file, not a folder"),
+])
+def test_a_named_root_that_is_passed_over_is_reported(tmp_path, tiny_ptb, monkeypatch, caplog, make_root, said):
+    root = make_root(tmp_path / "mine")
+    monkeypatch.setenv("PBEXP_DATA_MIRROR", str(tiny_ptb))
+    with caplog.at_level("WARNING", logger="pbexp"):
+        data = load_ptb(root=str(root), download=False)
+    assert len(data.train) > 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and said in warnings[0] and str(tiny_ptb) in warnings[0], warnings
+
+
 def test_download_failure_falls_through_to_the_message(tmp_path, monkeypatch):
     monkeypatch.delenv(locate.MIRROR_ENV, raising=False)
     monkeypatch.setattr("pbexp.data.ptb.ARCHIVE_URL", "http://127.0.0.1:9/simple-examples.tgz")

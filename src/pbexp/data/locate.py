@@ -9,6 +9,7 @@ then a :class:`DataError` that says exactly what to put where.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from typing import Sequence
 from pbexp.errors import DataError
 
 MIRROR_ENV = "PBEXP_DATA_MIRROR"
+log = logging.getLogger("pbexp")
 
 
 def search_dirs(root: str | Path, subdir: str) -> list[Path]:
@@ -31,11 +33,21 @@ def search_dirs(root: str | Path, subdir: str) -> list[Path]:
 
 
 def find(root: str | Path, subdir: str, names: Sequence[str]) -> Path | None:
-    """The first search folder that holds every one of ``names`` (files or folders), else None."""
-    for d in search_dirs(root, subdir):
+    """The first search folder that holds every one of ``names`` (files or folders), else None. Passing
+    over a ``root`` that exists (a file, or a folder lacking some names) is logged: the user named it."""
+    for i, d in enumerate(search_dirs(root, subdir)):
         if all((d / n).exists() for n in names):
+            if i >= 2 and Path(root).exists():
+                log.warning("dataset.root=%s %s; using %s instead", root, _what_is_missing(Path(root), subdir, names), d)
             return d
     return None
+
+
+def _what_is_missing(root: Path, subdir: str, names: Sequence[str]) -> str:
+    if not root.is_dir():
+        return "is a file, not a folder"
+    folder = root / subdir if (root / subdir).is_dir() else root
+    return f"holds no {', '.join(n for n in names if not (folder / n).exists())} (looked in {folder})"
 
 
 def sha256_of(path: str | Path) -> str:
