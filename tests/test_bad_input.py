@@ -126,6 +126,8 @@ CASES = [
     ("unknown-choice", lambda d: [f"dataset.root={_ptb(d)}", "model=foo"], "Available options in 'model': cnn"),
     ("bad-override-syntax", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lr=[1"], "override 'trainer.lr=[1'"),
     ("bad-sweep-value", lambda d: ["-m", f"dataset.root={_ptb(d)}", "model=lstm,foo"], "Could not find 'model/foo'"),
+    ("lm-key-on-imdb", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=gru", "model.hidden_size=32"],
+     "model.clf.hidden_size=..."),
     ("unknown-preset", lambda d: [f"dataset.root={_ptb(d)}", "experiment=layers", "preset=gpu"], "['quick', 'cpu', 'full']"),
 ]
 

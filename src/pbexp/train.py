@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from pbexp.config import instantiate, validate
 from pbexp.errors import ConfigError, Diverged, PbexpError
-from pbexp.models import build_model, model_config
+from pbexp.models import build_model, check_overrides_apply, model_config
 from pbexp.training import checkpoint as ckpt
 from pbexp.training import distributed
 from pbexp.training.logger import RunLogger, truncate_metrics
@@ -109,6 +109,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     seed_everything(cfg.seed, t.deterministic)
     data = instantiate(cfg.dataset)
     task = build_task(data, t, device, world.rank, world.world_size)
+    check_overrides_apply(cfg.model, task.kind, overrides())
     model = build_model(cfg.model, data.vocab, task.kind, **task.model_kwargs()).to(device)
     trainer = Trainer(t, task, model, run_dir, device, cfg.seed, is_main=world.is_main,
                       ddp_model=distributed.wrap(model, world, device))

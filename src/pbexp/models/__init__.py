@@ -28,6 +28,19 @@ def model_config(model_cfg: DictConfig, kind: str) -> dict:
     return {k: v for k, v in cfg.items() if k not in TASK_KINDS + TRAINER_KEYS}
 
 
+def check_overrides_apply(model_cfg: DictConfig, kind: str, overrides: list[str]) -> None:
+    """A name used by both tasks reads ``model.<kind>.*`` on the other task, so ``model.hidden_size=32`` there
+    would change nothing: an error, not a silent no-op."""
+    if kind not in model_cfg:
+        return
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key.startswith("model.") and not key.startswith(f"model.{kind}."):
+            rest = key[len("model."):]
+            raise ConfigError(key, value, f"model.{kind}.{rest}=...: on this dataset the model is configured "
+                                          f"under model.{kind} (or pick the {kind} model by its own name)")
+
+
 def build_model(model_cfg: DictConfig, vocab, kind: str = "lm", **task_kwargs):
     """Instantiate the model with the sizes the task knows (vocab size, classes, ...), then load
     pretrained embeddings if asked."""
