@@ -128,6 +128,8 @@ CASES = [
     ("bad-sweep-value", lambda d: ["-m", f"dataset.root={_ptb(d)}", "model=lstm,foo"], "Could not find 'model/foo'"),
     ("lm-key-on-imdb", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=gru", "model.hidden_size=32"],
      "model.clf.hidden_size=..."),
+    ("fasttext-lib-max-steps", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=fasttext_lib",
+                                          "trainer.max_steps=5"], "trainer.max_steps"),
     ("unknown-preset", lambda d: [f"dataset.root={_ptb(d)}", "experiment=layers", "preset=gpu"], "['quick', 'cpu', 'full']"),
 ]
 

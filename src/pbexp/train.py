@@ -111,6 +111,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     task = build_task(data, t, device, world.rank, world.world_size)
     check_overrides_apply(cfg.model, task.kind, overrides())
     model = build_model(cfg.model, data.vocab, task.kind, **task.model_kwargs()).to(device)
+    if getattr(model, "trains_itself", False):
+        for key in ("max_steps", "limit_batches", "max_minutes"):  # budgets its own loop cannot honour
+            if t[key]:
+                raise ConfigError(f"trainer.{key}", t[key], "0: this model trains itself in its own loop "
+                                                            "(set its length with its own keys, e.g. model.epoch)")
+        if t.num_threads:
+            model.set_threads(t.num_threads)
     trainer = Trainer(t, task, model, run_dir, device, cfg.seed, is_main=world.is_main,
                       ddp_model=distributed.wrap(model, world, device))
     resumed = trainer.resume()

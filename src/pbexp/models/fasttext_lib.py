@@ -43,6 +43,10 @@ class FastTextLib:
         self.itos: list[str] = []
         self.ft = None
 
+    def set_threads(self, n: int) -> None:
+        """trainer.num_threads, honoured by fastText's own loop."""
+        self.params["thread"] = n
+
     # The few nn.Module-like calls the framework makes.
     def to(self, device):
         return self
