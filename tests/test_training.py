@@ -52,6 +52,18 @@ def test_epochs_zero_means_no_epoch_limit_with_max_steps(tiny_ptb, tmp_path):
     assert results["status"] == "completed" and results["steps"] == 75
 
 
+def test_progress_covers_the_steps_that_run_and_evaluation_is_announced(tiny_ptb, tmp_path, caplog):
+    """The bar's total and ETA covered the whole epoch when max_steps stopped far sooner; the test pass ran
+    in silence."""
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.max_steps=3"])
+    with caplog.at_level("INFO", logger="pbexp"):
+        train(cfg, tmp_path / "run")
+    lines = [r.getMessage() for r in caplog.records]
+    assert "epoch 1: 3 batches" in lines, [l for l in lines if "batches" in l]
+    assert "evaluating on valid ..." in lines and "evaluating on test ..." in lines
+    assert any(l.startswith("test: loss ") and l.endswith(" s)") for l in lines)
+
+
 def test_same_seed_gives_identical_results(tiny_lm_cfg, tmp_path):
     a = train(tiny_lm_cfg, tmp_path / "a")
     b = train(tiny_lm_cfg, tmp_path / "b")

@@ -80,10 +80,13 @@ class Progress:
     advances every step without a host sync."""
 
     def __init__(self, total: int, desc: str, initial: int = 0):
-        self.bar = None
+        self.bar = self._redirect = None
         if sys.stderr.isatty():
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
             self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
+            self._redirect = logging_redirect_tqdm()  # log lines above the bar, not onto its line
+            self._redirect.__enter__()
         log.info("%s: %d batches%s", desc, total, f", resuming at {initial}" if initial else "")
         self.total, self.desc = total, desc
 
@@ -99,4 +102,5 @@ class Progress:
 
     def close(self) -> None:
         if self.bar is not None:
+            self._redirect.__exit__(None, None, None)
             self.bar.close()

@@ -176,7 +176,9 @@ class Trainer:
         total = task.num_batches()
         if cfg.limit_batches:  # quick presets: shorter epochs, same schedule and evaluation
             total = min(total, cfg.limit_batches)
-        progress = Progress(total, f"epoch {self.epoch}", initial=self.batch_in_epoch) if self.is_main else None
+        # What the bar and its ETA cover: the batches this epoch will really run (max_steps may stop sooner).
+        shown = min(total, self.batch_in_epoch + cfg.max_steps - self.step) if cfg.max_steps else total
+        progress = Progress(shown, f"epoch {self.epoch}", initial=self.batch_in_epoch) if self.is_main else None
         loss_sum = torch.zeros((), device=self.device)  # since the last log line, on the device
         count, grad_norm = 0, torch.zeros(())
         t_log = self._t_epoch = time.perf_counter()
@@ -234,7 +236,7 @@ class Trainer:
         loss_sum = distributed.sum_over_ranks(self.epoch_loss).item()
         count = int(distributed.sum_over_ranks(torch.tensor(self.epoch_count, device=self.device)).item())
         train = task.summarise(loss_sum, max(1, count))
-        valid = task.evaluate(self.model, "valid")
+        valid = self.evaluate("valid")
         if not all(math.isfinite(m.get(k, 0.0)) for m in (train, valid) for k in ("loss", "ppl")):
             raise Diverged(f"validation loss is {valid['loss']:g} after epoch {self.epoch}; the learning rate "
                            f"{self.lr:g} is probably too high: try trainer.lr={self.lr / 4:g}")
@@ -277,7 +279,18 @@ class Trainer:
         best = self.ckpt_dir / "best.pt"
         if best.exists():
             self.model.load_state_dict(ckpt.load(best, map_location=self.device)["model"])
-        return self.task.evaluate(self.model, "test")
+        return self.evaluate("test")
+
+    def evaluate(self, split: str) -> dict:
+        """task.evaluate with a line before and after: a long evaluation is not silence."""
+        t0 = time.perf_counter()
+        if self.is_main:
+            log.info("evaluating on %s ...", split)
+        metrics = self.task.evaluate(self.model, split)
+        if self.is_main:
+            log.info("%s: %s (%.1f s)", split, " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                                                        if isinstance(v, float)), time.perf_counter() - t0)
+        return metrics
 
 
 def confusion_figure(matrix, classes):
