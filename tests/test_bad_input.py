@@ -199,14 +199,17 @@ def test_unreadable_checkpoint_without_fallback_stops_and_deletes_nothing(tmp_pa
     import torch
     monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
     run = tmp_path / "run"
-    args = _different_shape_checkpoint(tmp_path, run)[:1]  # an unfinished run with checkpoints and events
+    args = [*TINY_LM, f"dataset.root={_ptb(tmp_path)}", "trainer.max_steps=2", "trainer.epochs=1",
+            "trainer.checkpoint_every=1", f"hydra.run.dir={run}"]
+    assert main_in_process(args) == 0
+    (run / "results.json").unlink()  # an unfinished run with checkpoints and events
     ckpt_dir = run / "checkpoints"
     (ckpt_dir / "last.prev.pt").unlink(missing_ok=True)
     torch.save({"model": _Crafted()}, ckpt_dir / "last.pt")
     before = {p: p.read_bytes() for p in [*run.rglob("events.out.tfevents.*"), ckpt_dir / "last.pt"]}
     assert any("tfevents" in p.name for p in before)
     capsys.readouterr()
-    code = main_in_process([*TINY_LM, *args, f"hydra.run.dir={run}"])
+    code = main_in_process(args)
     captured = capsys.readouterr()
     lines = [l for l in captured.err.splitlines() if l.strip()]
     assert code == 2 and len(lines) == 1 and "last.pt" in lines[0] and "nothing was changed" in lines[0], lines
@@ -219,11 +222,33 @@ def test_checkpoint_of_another_shape_fails_cleanly(tmp_path, capsys, monkeypatch
     run = tmp_path / "run"
     args = [*TINY_LM, *_different_shape_checkpoint(tmp_path, run)]
     before = (run / "checkpoints" / "last.pt").read_bytes()
+    provenance = {p: p.read_bytes() for p in (run / ".hydra").iterdir()}
     capsys.readouterr()
+    # The run dir's own config says it was started otherwise: refused before Hydra rewrites anything.
+    code = main_in_process([*args, f"hydra.run.dir={run}"])
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert code == 2 and len(lines) == 1 and "was started with another config" in lines[0], lines
+    assert "model.hidden_size: 16 -> 24" in lines[0] and "trainer.max_steps: 2 -> 0" in lines[0]
+    assert {p: p.read_bytes() for p in (run / ".hydra").iterdir()} == provenance
+    # Without that record, the checkpoint's shapes still stop it.
+    for p in provenance:
+        p.unlink()
     code = main_in_process([*args, f"hydra.run.dir={run}"])
     err = capsys.readouterr().err
     assert code == 2 and "different shape" in err and "Traceback" not in err
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_continuing_with_other_threads_or_device_is_allowed(tmp_path, monkeypatch):
+    monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
+    run = tmp_path / "run"
+    args = [*TINY_LM, f"dataset.root={_ptb(tmp_path)}", "trainer.max_steps=2", "trainer.epochs=1",
+            f"hydra.run.dir={run}"]
+    assert main_in_process(args) == 0
+    (run / "results.json").unlink()
+    saved = (run / ".hydra" / "config.yaml").read_bytes()
+    assert main_in_process([*args, "trainer.num_threads=1", "trainer.device=cpu"]) == 0
+    assert (run / ".hydra" / "config.yaml").read_bytes() == saved  # the record of how it was started stays
 
 
 def test_unwritable_output_folder(tmp_path, capsys):

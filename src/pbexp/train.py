@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pbexp.config import instantiate, validate
 from pbexp.errors import ConfigError, Diverged, PbexpError
@@ -333,14 +333,14 @@ FLAGS_WITH_VALUE = ("-c", "--cfg", "-p", "--package", "--experimental-rerun", *H
 INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 
 
-def _check_overrides(argv: list[str]) -> None:
+def _check_overrides(argv: list[str]) -> DictConfig | None:
     """Compose the config once before Hydra runs, so a typo (trainer.lrr=1), an unknown choice (model=foo)
     or a bad override is one line naming it, exit 2, instead of Hydra's 5-6 lines and exit 1. A sweep is
     checked with the first value of each swept key; other config dirs are left to Hydra."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     if any(a.split("=", 1)[0] in HYDRA_CONFIG_FLAGS for a in argv):
-        return
+        return None
     def one_line(e: Exception) -> str:
         text = str(e).split("Config search path:")[0]
         return " ".join(line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line
@@ -366,12 +366,46 @@ def _check_overrides(argv: list[str]) -> None:
     firsts = [c[0] for c in choices]
     # the first value of every key, then each further value of a swept key on its own
     trials = [firsts] + [firsts[:i] + [v] + firsts[i + 1:] for i, c in enumerate(choices) for v in c[1:]]
+    composed = []
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for overrides in trials:
             try:
-                compose(config_name="train", overrides=overrides, return_hydra_config=True)
+                composed.append(compose(config_name="train", overrides=overrides))
             except Exception as e:  # noqa: BLE001 - every composition error is the user's override
                 raise PbexpError(one_line(e) or type(e).__name__) from None
+    return composed[0]
+
+
+# Keys that may differ when a run is continued: where and how fast it runs, not what it computes.
+RESUMABLE_KEYS = ("trainer.resume", "trainer.device", "trainer.num_threads", "trainer.log_every", "trainer.compile")
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def _keep_provenance(argv: list[str], cfg: DictConfig | None) -> list[str]:
+    """A run dir keeps the config it was started with: continuing it with another config is refused,
+    naming the keys that differ, and Hydra does not rewrite its .hydra/ files."""
+    import yaml
+    run_dir = _arg_value(argv, "hydra.run.dir")
+    saved_file = Path(run_dir or "", ".hydra", "config.yaml")
+    if cfg is None or run_dir is None or any(a in ("-m", "--multirun") for a in argv) or not saved_file.is_file():
+        return argv
+    try:
+        saved = _flat(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError):
+        return argv  # unreadable provenance: the checkpoint checks still guard the run
+    now = _flat(OmegaConf.to_container(cfg, resolve=False))
+    differ = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and k not in RESUMABLE_KEYS]
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k, '(unset)')} -> {now.get(k, '(unset)')}" for k in differ[:6])
+        more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
+        raise PbexpError(f"{run_dir} was started with another config ({shown}{more}); continue it with the same "
+                         "settings, or choose another hydra.run.dir")
+    return [*argv, "hydra.output_subdir=null"]  # its .hydra/ already says how it was started
 
 
 LOCK_FILE = ".pbexp.lock"
@@ -406,9 +440,10 @@ def _lock_output_dir(argv: list[str]):
 
 def main() -> None:
     try:
-        _check_overrides(sys.argv[1:])
+        cfg = _check_overrides(sys.argv[1:])
         sys.argv[1:] = _prepare_argv(sys.argv[1:])
         lock = _lock_output_dir(sys.argv[1:])  # noqa: F841 - released when the process exits
+        sys.argv[1:] = _keep_provenance(sys.argv[1:], cfg)
     except PbexpError as e:
         print(f"pbexp-train: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
