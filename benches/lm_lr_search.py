@@ -1,10 +1,10 @@
 """A short measured search for the SGD learning rate at which each RNN cell trains stably on PTB.
 
 Every (cell, lr) pair is a real ``pbexp-train`` run of ``--steps`` optimiser steps on the real data, two
-runs at a time with one thread each; the script prints one table: the training perplexity of the last
-logged window, the validation perplexity after those steps, or how the run diverged. The learning rates
-in configs/model/*.yaml were chosen from its output (the largest lr whose valid ppl is within a few % of
-the best, one notch below the largest that survived, for a margin over a whole epoch).
+runs at a time with one thread each; the script prints one table: the training perplexity over those
+steps (results.json's train/ppl), the validation perplexity after them, or how the run diverged. The
+recipes in configs/model/*.yaml were chosen from its output: one notch below the largest lr that
+survived, for a margin over whole epochs.
 
     .venv/bin/python benches/lm_lr_search.py                                   # the report's 250/250, bptt 40
     .venv/bin/python benches/lm_lr_search.py --cells rnn_relu,irnn --lrs 2,1,0.5 --steps 600
@@ -41,13 +41,7 @@ def run_one(cell, lr, args):
     subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     secs = time.perf_counter() - t
     res = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
-    last_train = None
-    log = run_dir / "train.log"
-    if log.exists():  # the last logged training window's ppl, before the epoch's evaluation
-        for line in log.read_text().splitlines():
-            if " ppl " in line and "step" in line and "valid" not in line:
-                last_train = line.strip()
-    return cell, lr, res, last_train, secs
+    return cell, lr, res, secs
 
 
 def main(argv=None):
@@ -66,9 +60,9 @@ def main(argv=None):
     pairs = [(c, lr) for c in args.cells.split(",") for lr in args.lrs.split(",")]
     print(f"# {len(pairs)} runs of {args.steps} {args.optimizer} steps, {args.jobs} at a time, amp={args.amp}, "
           f"overrides: {' '.join(args.override)}", flush=True)
-    print("| cell | lr | train ppl (last window) | valid ppl | status | s |\n|---|---|---|---|---|---|", flush=True)
+    print("| cell | lr | train ppl (mean of the steps) | valid ppl | status | s |\n|---|---|---|---|---|---|", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        for cell, lr, res, last, secs in pool.map(lambda cl: run_one(*cl, args), pairs):
+        for cell, lr, res, secs in pool.map(lambda cl: run_one(*cl, args), pairs):
             status = res.get("status", "no results.json")
             train = res.get("train/ppl")
             valid = res.get("valid/ppl")
