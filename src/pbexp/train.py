@@ -208,14 +208,16 @@ def _restore_signal_handlers(state: dict) -> None:
         signal.signal(sig, old)
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    # torch's CPU allocator raises a plain RuntimeError, CUDA's an OutOfMemoryError
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(e)
+
+
 def out_of_memory_message(cfg: DictConfig, e: BaseException) -> str:
-    where = "the GPU" if isinstance(e, torch.OutOfMemoryError) and "CUDA" in str(e) else "this machine"
-    asked = re.search(r"allocate ([0-9.]+) (bytes|[KMGT]iB)", str(e))
-    if asked:
-        n = float(asked.group(1)) / (1e9 if asked.group(2) == "bytes" else 1)
-        first = f"one allocation of {n:.1f} GB" if asked.group(2) == "bytes" else f"one allocation of {asked.group(0)[9:]}"
-    else:
-        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+    where = "the GPU" if "CUDA" in str(e) else "this machine"
+    asked = re.search(r"allocate (\d+) bytes", str(e))
+    first = (f"one allocation of {int(asked.group(1)) / 1e9:.1f} GB" if asked
+             else (str(e).splitlines() or [type(e).__name__])[0][:160])
     sizes = ", ".join(f"{k}={cfg.trainer[k]}" for k in ("batch_size", "bptt", "eval_batch_size") if k in cfg.trainer)
     return (f"out of memory on {where} ({first}); lower trainer.batch_size, trainer.bptt, "
             f"trainer.eval_batch_size or the model's sizes (now {sizes})")
@@ -249,21 +251,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
         msg, status, code = f"diverged: {e}", "diverged", 3
     except PbexpError as e:
         msg, status, code = str(e), "failed", EXIT_USER_ERROR
-    except (torch.OutOfMemoryError, MemoryError) as e:
-        msg, status, code = out_of_memory_message(cfg, e), "failed", EXIT_USER_ERROR
-    except RuntimeError as e:
-        if "can't allocate memory" not in str(e):  # torch's CPU allocator raises a plain RuntimeError
-            if not multirun:
-                raise
+    except Exception as e:  # a bug: keep the traceback, but a sweep goes on with the other jobs
+        if is_out_of_memory(e):  # sizes too large for this machine: the user's to lower
+            msg, status, code = out_of_memory_message(cfg, e), "failed", EXIT_USER_ERROR
+        elif not multirun:
+            raise
+        else:
             log.exception("job failed")
             msg, status, code = f"{type(e).__name__}: {e}", "failed", 1
-        else:
-            msg, status, code = out_of_memory_message(cfg, e), "failed", EXIT_USER_ERROR
-    except Exception as e:  # a bug: keep the traceback, but a sweep goes on with the other jobs
-        if not multirun:
-            raise
-        log.exception("job failed")
-        msg, status, code = f"{type(e).__name__}: {e}", "failed", 1
     # Record the failure in this run's own results.json, unless that would overwrite an earlier result.
     if previous is None and status != "interrupted" and distributed.from_env().is_main:
         try:
