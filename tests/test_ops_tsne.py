@@ -141,3 +141,25 @@ def test_optimiser_separates_clusters():
     D = squared_distances(Y)
     nearest = np.where(np.eye(60, dtype=bool), np.inf, D).argmin(axis=1)
     assert np.all(labels[nearest] == labels)  # every point's nearest neighbour is in its own cluster
+
+
+def test_thousand_points_without_clusters_do_not_collapse_and_match_sklearn():
+    """Word-vector-like data (one Gaussian cloud, no well-separated clusters) at N = 1000: the
+    exaggerated attraction outweighs the repulsion in every direction, so early exaggeration
+    shrinks the map until its gradient is below min_grad_norm at a check. That must end
+    the exaggeration phase only, as in scikit-learn, not the fit: it used to return the collapsed
+    map (spread ~1e-7 after 50 iterations, KL 3.19 against scikit-learn's 2.6)."""
+    from sklearn.manifold import TSNE
+
+    X = np.random.default_rng(5).standard_normal((1000, 50))
+    checks = []
+    r = fit_tsne(X, perplexity=30, learning_rate=30, early_exaggeration=10, max_iter=300, init="pca",
+                 progress=lambda done, kl, exaggerating: checks.append((done, exaggerating)))
+    ref = TSNE(method="exact", perplexity=30, learning_rate=30, early_exaggeration=10, max_iter=300, init="pca",
+               random_state=0).fit(X)
+    done = [d for d, _ in checks]
+    exaggerated = [d for d, exaggerating in checks if exaggerating]
+    assert done == list(range(50, 301, 50)) and r.n_iter == 300 and ref.n_iter_ + 1 == 300
+    assert exaggerated == done[: len(exaggerated)] and 0 < len(exaggerated) < 5  # that phase ended early, the fit did not
+    assert np.ptp(r.embedding, axis=0).min() > 10  # not collapsed
+    assert abs(r.kl_divergence - ref.kl_divergence_) <= 0.05 * ref.kl_divergence_, (r.kl_divergence, ref.kl_divergence_)

@@ -17,16 +17,25 @@ Cost and gradient:
     dC/dy_i = 4 sum_j (p_ij - q_ij) w_ij (y_i - y_j)
 
 Optimiser (van der Maaten's reference implementation as scikit-learn's exact method runs it):
-gradient descent with momentum 0.5 for the first 250 iterations, during which P is multiplied by
-the early exaggeration, then momentum 0.8 (velocity and gains restart at the switch). Each
-coordinate's step is scaled by a gain that grows by 0.2 while the descent direction -grad agrees
-with the last step and shrinks x0.8 when it flips (floor 0.01). Every 50 iterations it stops if
-the gradient norm is tiny or the cost has not improved for n_iter_without_progress iterations.
+gradient descent with momentum 0.5 for the first 250 iterations (fewer if that phase stops
+early, below), during which P is multiplied by the early exaggeration, then momentum 0.8
+(velocity and gains restart at the switch). Each coordinate's step is scaled by a gain that grows
+by 0.2 while the descent direction -grad agrees with the last step and shrinks x0.8 when it flips
+(floor 0.01). Every 50 iterations it checks the cost (and reports it to ``progress``) and stops
+the current phase if the gradient norm is tiny or the cost has not improved for
+n_iter_without_progress iterations.
+
+Stopping ends the phase, not the fit: on data without well-separated clusters (word vectors, say)
+the exaggerated attraction outweighs the repulsion in every direction, so the early-exaggeration
+phase shrinks the whole map geometrically (x~0.9 a step) and its gradient with it; a tiny gradient
+there means "collapsed", not "converged". The second phase, with P no longer exaggerated, expands
+the map again from its collapsed shape, as scikit-learn's run does after the same early stop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -144,17 +153,23 @@ def fit_tsne(
     min_grad_norm: float = 1e-7,
     n_iter_without_progress: int = 300,
     check_every: int = 50,
+    progress: Callable[[int, float, bool], None] | None = None,
 ) -> TSNEResult:
-    """Embed X ([n, d]) in n_components dimensions by minimising KL(P || Q) (see module docstring)."""
+    """Embed X ([n, d]) in n_components dimensions by minimising KL(P || Q) (see module docstring).
+
+    ``progress(iterations done, KL, exaggerating)`` is called at every check; the KL is that of
+    the exaggerated P during the first phase.
+    """
     X = np.asarray(X, dtype=np.float64)
     P = joint_probabilities(X, perplexity)
     Y = initial_embedding(X, n_components, init, random_state)
     update, gains = np.zeros_like(Y), np.ones_like(Y)
     best_kl, best_iter = np.inf, 0
+    exaggeration_end = exaggeration_iter  # moved earlier if the first phase stops early
     it = -1  # so that max_iter = 0 reports 0 steps
     for it in range(max_iter):
-        exaggerating = it < exaggeration_iter
-        if it == exaggeration_iter:
+        exaggerating = it < exaggeration_end
+        if it == exaggeration_end:
             # The cost changed (P no longer exaggerated): start the second phase afresh, as
             # scikit-learn does -- zero velocity, unit gains, new progress check.
             update, gains = np.zeros_like(Y), np.ones_like(Y)
@@ -169,11 +184,14 @@ def fit_tsne(
         Y = Y + update
         if (it + 1) % check_every == 0:
             kl = kl_divergence(P_eff, student_t_affinities(Y)[0])
+            if progress is not None:
+                progress(it + 1, kl, exaggerating)
             patience = exaggeration_iter if exaggerating else n_iter_without_progress
+            stalled = kl >= best_kl and it - best_iter > patience
             if kl < best_kl:
                 best_kl, best_iter = kl, it
-            elif it - best_iter > patience:
-                break
-            if np.linalg.norm(gains * grad) <= min_grad_norm:
-                break
+            if stalled or np.linalg.norm(gains * grad) <= min_grad_norm:
+                if not exaggerating:
+                    break
+                exaggeration_end = it + 1  # see the module docstring: end this phase only
     return TSNEResult(Y, kl_divergence(P, student_t_affinities(Y)[0]), it + 1)
