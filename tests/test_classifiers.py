@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from pbexp.errors import ConfigError
-from pbexp.models.classifiers import (CNNClassifier, CNNRNNClassifier, FastText, GRUClassifier, ReportCNN,
+from pbexp.models.classifiers import (NBSVM, CNNClassifier, CNNRNNClassifier, FastText, GRUClassifier, ReportCNN,
                                       ReportCNNRNN, ReportGRU)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
@@ -206,7 +206,7 @@ def test_fasttext_hash_matches_python_integers_and_does_not_overflow():
     for gram in ([3, 4], [big, big, big], [0, 5, big]):
         h = len(gram)
         for t in gram:
-            h = (h * FastText.MULT + t) % FastText.MOD
+            h = (h * 116_049_371 + t) % (2**31 - 1)  # fastText's multiplier, a prime modulus
         assert model.ngram_buckets(torch.tensor(gram)).item() == h % 7919
 
 
@@ -241,7 +241,7 @@ def test_fasttext_words_only_has_no_ngram_table():
 # ---------------------------------------------------------------- configs
 
 YAMLS = {"report_cnn": 30, "report_gru": 30, "report_cnn_rnn": 50, "cnn": 256, "gru_clf": 256, "cnn_rnn": 256,
-         "fasttext": 256}
+         "fasttext": 256, "nbsvm": 256}
 
 
 @pytest.mark.parametrize("name", list(YAMLS))
@@ -304,3 +304,98 @@ def test_report_models_read_the_first_seq_len_words_of_longer_inputs(cls, seq_le
     assert torch.equal(model(x), model(y))
     with pytest.raises(ConfigError, match="model.seq_len"):
         build(cls, 20, seq_len=seq_len)
+
+
+# ---------------------------------------------------------------- NBSVM
+
+def _python_features(row, ngrams, vocab_size):
+    """The distinct features of one review, by plain Python: words and hashed n-grams of real tokens."""
+    tokens = [t for t in row if t != 0]
+    out = set(tokens)
+    for n in range(2, ngrams + 1):
+        for i in range(len(tokens) - n + 1):
+            h = n
+            for t in tokens[i:i + n]:
+                h = (h * 116_049_371 + t) % (2**31 - 1)
+            out.add(vocab_size + h)
+    return out
+
+
+def _fitted_nbsvm(x, y, **hyper):
+    model = build(NBSVM, x.size(1), **hyper)
+    model.fit_statistics(x, y)
+    return model
+
+
+def test_nbsvm_features_are_each_reviews_distinct_words_and_ngrams():
+    from pbexp.models.classifiers import ngram_keys
+    x = torch.tensor([[3, 4, 3, 4, 0, 0], [5, 5, 5, 5, 5, 5], [7, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    keys, first = ngram_keys(x, pad_idx=0, ngrams=3, vocab_size=V)
+    for row, k, f in zip(x.tolist(), keys, first):
+        assert k[f].tolist() == sorted(_python_features(row, 3, V))
+
+
+def test_nbsvm_ratios_match_counting_by_hand():
+    """r_c(i) = log(p_i / sum p) - log(q_i / sum q), p (q) = reviews of class c (of the others) with i, + alpha."""
+    x = padded_batch([8, 5, 8, 3, 6, 8, 2, 7], 8, vocab_size=12, seed=3)
+    y = torch.tensor([0, 1, 1, 0, 2, 1, 0, 2])
+    model = _fitted_nbsvm(x, y, num_classes=3, vocab_size=12, ngrams=2, alpha=0.5)
+    feats = [_python_features(row, 2, 12) for row in x.tolist()]
+    table = sorted(set().union(*feats))
+    assert model.keys[:len(table)].tolist() == table and (model.keys[len(table):] == NBSVM.NO_KEY).all()
+    for c in range(3):
+        p = torch.tensor([sum(f in fs for fs, label in zip(feats, y.tolist()) if label == c) for f in table]) + 0.5
+        q = torch.tensor([sum(f in fs for fs, label in zip(feats, y.tolist()) if label != c) for f in table]) + 0.5
+        expected = (p / p.sum()).log() - (q / q.sum()).log()
+        torch.testing.assert_close(model.ratio[:len(table), c], expected.float())
+
+
+def test_nbsvm_table_keeps_the_features_in_most_reviews():
+    x = torch.tensor([[1, 2, 3], [1, 2, 4], [1, 5, 6], [7, 8, 9]])
+    model = _fitted_nbsvm(x, torch.tensor([0, 1, 0, 1]), vocab_size=10, ngrams=1, max_features=2)
+    assert model.keys.tolist() == [1, 2]  # in 4 and 2 reviews; the rest in one each
+
+
+def test_nbsvm_starts_as_naive_bayes_and_ignores_features_outside_its_table():
+    x = padded_batch([10, 6, 3, 9], 10, vocab_size=20, seed=1)
+    model = _fitted_nbsvm(x[:2], torch.tensor([0, 1]), vocab_size=20, ngrams=2, nb_weight=0.3, scale=7.0)
+    known = dict(zip(model.keys.tolist(), model.ratio.tolist()))
+    for row, logits in zip(x.tolist(), model(x)):
+        expected = [sum(known[f][c] for f in _python_features(row, 2, 20) if f in known) * 0.3 / 7.0 for c in (0, 1)]
+        torch.testing.assert_close(logits, torch.tensor(expected))
+
+
+def test_nbsvm_padding_invariant_and_checkpointed():
+    torch.manual_seed(0)
+    x = padded_batch([12, 7, 1, 0, 4, 11], 12, seed=2)
+    short = _fitted_nbsvm(x, torch.tensor([0, 1, 0, 1, 1, 0]), ngrams=3, max_features=500)
+    torch.nn.init.normal_(short.weight.weight)
+    long = build(NBSVM, 31, ngrams=3, max_features=500)
+    long.load_state_dict(short.state_dict())  # the table and ratios travel with the weights
+    torch.testing.assert_close(short(x), long(F.pad(x, (0, 19), value=0)))
+
+
+def test_nbsvm_learns_a_rule_naive_bayes_gets_wrong():
+    """Class 1 = token 5 and token 6 both appear (an AND); NB alone scores each token separately."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(7, 30, (400, 8), generator=g)
+    has5, has6 = torch.rand(400, generator=g) < 0.5, torch.rand(400, generator=g) < 0.5
+    x[has5, 0], x[has6, 1] = 5, 6
+    y = (has5 & has6).long()
+    model = _fitted_nbsvm(x, y, vocab_size=30, ngrams=1)
+    nb_acc = (model(x).argmax(1) == y).float().mean().item()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert (model(x).argmax(1) == y).float().mean().item() >= max(0.95, nb_acc + 0.05)
+
+
+@pytest.mark.parametrize("hyper, key", [(dict(ngrams=0), "model.ngrams"), (dict(max_features=0), "model.max_features"),
+                                        (dict(alpha=0), "model.alpha"), (dict(scale=-1.0), "model.scale"),
+                                        (dict(nb_weight="x"), "model.nb_weight")])
+def test_nbsvm_bad_hyper_parameters_name_the_key(hyper, key):
+    with pytest.raises(ConfigError, match=key):
+        build(NBSVM, 10, **hyper)

@@ -16,6 +16,8 @@ FAMILIES = {
     "fasttext": ["model=fasttext", "model.emb_size=8", "model.buckets=1000"],
     "fasttext_sparse": ["model=fasttext", "model.emb_size=8", "model.buckets=1000", "model.sparse=true",
                         "trainer.optimizer=adagrad", "trainer.lr=0.1"],
+    "nbsvm": ["model=nbsvm", "model.max_features=1000"],
+    "sklearn": ["model=sklearn_linear"],  # trains itself: trainer.epochs and batch_size do not apply
 }
 
 

@@ -55,12 +55,28 @@ def test_epochs_zero_means_no_epoch_limit_with_max_steps(tiny_ptb, tmp_path):
 def test_progress_covers_the_steps_that_run_and_evaluation_is_announced(tiny_ptb, tmp_path, caplog):
     """The bar's total and ETA covered the whole epoch when max_steps stopped far sooner; the test pass ran
     in silence."""
+    from pbexp.training.logger import Progress
+    ticks = {}
+    real_tick = Progress.tick
+
+    def counting_tick(self):
+        ticks[self.desc] = ticks.get(self.desc, 0) + 1
+        real_tick(self)
+
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.max_steps=3"])
-    with caplog.at_level("INFO", logger="pbexp"):
+    with caplog.at_level("INFO", logger="pbexp"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Progress, "tick", counting_tick)
         train(cfg, tmp_path / "run")
     lines = [r.getMessage() for r in caplog.records]
     assert "epoch 1: 3 batches" in lines, [l for l in lines if "batches" in l]
-    assert "evaluating on valid ..." in lines and "evaluating on test ..." in lines
+    # each evaluation has its own bar, advanced once per batch of the split (TINY_LM: bptt 8, eval batch 4 columns)
+    for split in ("valid", "test"):
+        tokens = len((tiny_ptb / "ptb" / f"ptb.{split}.txt").read_text().split()) + \
+            len((tiny_ptb / "ptb" / f"ptb.{split}.txt").read_text().splitlines())  # + one <eos> a line
+        rows = tokens // cfg.trainer.eval_batch_size
+        expected = -(-(rows - 1) // cfg.trainer.bptt)
+        assert f"evaluating on {split}: {expected} batches" in lines, [l for l in lines if "evaluating" in l]
+        assert ticks[f"evaluating on {split}"] == expected
     assert any(l.startswith("test: loss ") and l.endswith(" s)") for l in lines)
 
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pbexp.config import instantiate, validate
 from pbexp.errors import ConfigError, Diverged, PbexpError
 from pbexp.models import build_model, check_overrides_apply, model_config
+from pbexp.models.self_trained import SelfTrainedModel
 from pbexp.training import checkpoint as ckpt
 from pbexp.training import distributed
 from pbexp.training.logger import RunLogger, truncate_metrics
@@ -111,13 +112,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     task = build_task(data, t, device, world.rank, world.world_size)
     check_overrides_apply(cfg.model, task.kind, overrides())
     model = build_model(cfg.model, data.vocab, task.kind, **task.model_kwargs()).to(device)
-    if getattr(model, "trains_itself", False):
+    if isinstance(model, SelfTrainedModel):
         for key in ("max_steps", "limit_batches", "max_minutes"):  # budgets its own loop cannot honour
             if t[key]:
                 raise ConfigError(f"trainer.{key}", t[key], "0: this model trains itself in its own loop "
                                                             "(set its length with its own keys, e.g. model.epoch)")
         if t.num_threads:
             model.set_threads(t.num_threads)
+    if hasattr(model, "fit_statistics"):  # fixed statistics of the training split (NBSVM's log-count ratios)
+        model.fit_statistics(*task.splits["train"])
     trainer = Trainer(t, task, model, run_dir, device, cfg.seed, is_main=world.is_main,
                       ddp_model=distributed.wrap(model, world, device))
     resumed = trainer.resume()
@@ -134,7 +137,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     logger = RunLogger(run_dir, purge_step=trainer.step + 1 if resumed else None, enabled=world.is_main)
     start = time.time()
-    if getattr(model, "trains_itself", False):  # e.g. the fastText library: its own loop, our metrics
+    if isinstance(model, SelfTrainedModel):  # e.g. the fastText library: its own loop, our metrics
         last, test = _fit_external(model, task, run_dir, logger), task.evaluate(model, "test")
     else:
         stop = _install_signal_handlers(trainer)
@@ -179,8 +182,8 @@ def _fit_external(model, task, run_dir: Path, logger: RunLogger) -> dict:
     valid = task.evaluate(model, "valid")
     ckpt.save_atomic({"model": {}, "epoch": 1, "valid": valid}, run_dir / "checkpoints" / "best.pt")
     n = len(task.splits["train"][1])
-    record = {"epoch": model.params["epoch"], "step": 0, **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
-              "perf/epoch_s": seconds, f"perf/{task.unit}_per_s": n * model.params["epoch"] / seconds}
+    record = {"epoch": model.epochs, "step": 0, **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
+              "perf/epoch_s": seconds, f"perf/{task.unit}_per_s": n * model.epochs / seconds}
     logger.scalars("valid", valid, 0)
     logger.scalars("perf", {"epoch_s": seconds, f"{task.unit}_per_s": record[f"perf/{task.unit}_per_s"]}, 0)
     logger.epoch_line(record)

@@ -1,9 +1,7 @@
 """The fastText library (Joulin et al. 2017) as a baseline, run by the same ``pbexp-train`` command.
 
-It trains itself (its own multi-threaded SGD), so the trainer hands it the task instead of running
-its loop; it then answers ``model(x) -> logits`` like any classifier, and the task computes the same
-metrics, TensorBoard tags and results.json as for the other models. It reads the same tokens as our
-models (the dataset's vocabulary, truncation and ``<unk>``), so the comparison is like for like.
+It trains itself (its own multi-threaded SGD; see ``self_trained``) and reads the same tokens as our
+models, so the comparison is like for like.
 Needs the optional extra: ``pip install 'pbexp[fasttext]'`` (fasttext-numpy2-wheel).
 """
 
@@ -17,14 +15,13 @@ from pathlib import Path
 import torch
 
 from pbexp.errors import ConfigError, Diverged, PbexpError
+from pbexp.models.self_trained import SelfTrainedModel
 
 log = logging.getLogger(__name__)
 
 
-class FastTextLib:
+class FastTextLib(SelfTrainedModel):
     """Hyper-parameters are fastText's own (``dim``, ``epoch``, ``lr``, ``word_ngrams``, ``bucket``, ...)."""
-
-    trains_itself = True
 
     def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, dim: int = 50,
                  epoch: int = 10, lr: float = 0.5, word_ngrams: int = 2, bucket: int = 2_000_000,
@@ -37,34 +34,15 @@ class FastTextLib:
             raise ConfigError("model.lr", lr, "a number > 0")
         if loss not in ("softmax", "hs", "ns"):
             raise ConfigError("model.loss", loss, "one of ['softmax', 'hs', 'ns']")
+        super().__init__(num_classes, pad_idx)
         self.params = dict(dim=dim, epoch=epoch, lr=lr, wordNgrams=word_ngrams, bucket=bucket, minCount=min_count,
                            loss=loss, thread=threads, seed=seed, verbose=0)
-        self.num_classes, self.pad_idx = num_classes, pad_idx
-        self.itos: list[str] = []
+        self.epochs = epoch
         self.ft = None
 
     def set_threads(self, n: int) -> None:
         """trainer.num_threads, honoured by fastText's own loop."""
         self.params["thread"] = n
-
-    # The few nn.Module-like calls the framework makes.
-    def to(self, device):
-        return self
-
-    def eval(self):
-        return self
-
-    def train(self, mode: bool = True):
-        return self
-
-    def parameters(self):
-        return iter(())
-
-    def modules(self):
-        return iter(())
-
-    def _lines(self, x: torch.Tensor) -> list[str]:
-        return [" ".join(self.itos[i] for i in row.tolist() if i != self.pad_idx) for row in x]
 
     def fit(self, task, run_dir: Path) -> None:
         try:
@@ -78,7 +56,7 @@ class FastTextLib:
             # fastText reads the file in order with one pass per epoch: shuffle it (the split is sorted).
             order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.params["seed"]))
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                for label, line in zip(y[order].tolist(), self._lines(x[order])):
+                for label, line in zip(y[order].tolist(), self.lines(x[order])):
                     f.write(f"__label__{label} {line}\n")
             log.info("fastText library: training on %d examples (%s)", len(y), self.params)
             try:
@@ -96,7 +74,7 @@ class FastTextLib:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of each class, [B, num_classes], in class-index order."""
-        labels, probs = self.ft.predict(self._lines(x), k=self.num_classes)
+        labels, probs = self.ft.predict(self.lines(x), k=self.num_classes)
         out = torch.full((len(x), self.num_classes), -1e9)
         for i, (ls, ps) in enumerate(zip(labels, probs)):
             for label, p in zip(ls, ps):

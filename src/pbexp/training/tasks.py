@@ -89,8 +89,12 @@ class LMTask:
         mean = total_loss / count
         return {"loss": mean, "ppl": perplexity(total_loss, count)}
 
+    def eval_batches(self, split: str) -> int:
+        return math.ceil((self.eval[split].size(0) - 1) / self.bptt)
+
     @torch.no_grad()
-    def evaluate(self, model, split: str) -> dict:
+    def evaluate(self, model, split: str, tick=None) -> dict:
+        """Perplexity over the whole split; ``tick()`` after each of its ``eval_batches(split)`` windows."""
         model.eval()
         source = self.eval[split]
         hidden = model.init_hidden(source.size(1), self.device)
@@ -99,6 +103,8 @@ class LMTask:
             out, hidden = model(x, hidden)
             total += F.cross_entropy(out.view(-1, out.size(-1)), y.reshape(-1), reduction="sum")
             count += y.numel()
+            if tick is not None:
+                tick()
         nll = total.item()
         return {"loss": nll / count, "ppl": perplexity(nll, count)}
 
@@ -162,8 +168,11 @@ class ClassificationTask:
     def summarise(self, total_loss: float, count: int) -> dict:
         return {"loss": total_loss / count}
 
+    def eval_batches(self, split: str) -> int:
+        return math.ceil(len(self.splits[split][1]) / self.eval_batch_size)
+
     @torch.no_grad()
-    def predict(self, model, split: str) -> tuple[torch.Tensor, float]:
+    def predict(self, model, split: str, tick=None) -> tuple[torch.Tensor, float]:
         model.eval()
         x, y = self.splits[split]
         preds, total = [], 0.0
@@ -172,10 +181,13 @@ class ClassificationTask:
             logits = model(xb)
             total += F.cross_entropy(logits, yb, reduction="sum").item()
             preds.append(logits.argmax(-1).cpu())
+            if tick is not None:
+                tick()
         return torch.cat(preds), total / max(1, len(y))
 
-    def evaluate(self, model, split: str) -> dict:
-        preds, loss = self.predict(model, split)
+    def evaluate(self, model, split: str, tick=None) -> dict:
+        """Metrics over the whole split; ``tick()`` after each of its ``eval_batches(split)`` batches."""
+        preds, loss = self.predict(model, split, tick)
         out = classification_metrics(self.splits[split][1].numpy(), preds.numpy(), self.data.classes)
         out["loss"] = loss
         return out

@@ -295,11 +295,15 @@ class Trainer:
         return self.evaluate("test")
 
     def evaluate(self, split: str) -> dict:
-        """task.evaluate with a line before and after: a long evaluation is not silence."""
+        """task.evaluate with a line before and after, and a progress bar on a terminal: a long evaluation
+        is not silence."""
         t0 = time.perf_counter()
-        if self.is_main:
-            log.info("evaluating on %s ...", split)
-        metrics = self.task.evaluate(self.model, split)
+        bar = Progress(self.task.eval_batches(split), f"evaluating on {split}") if self.is_main else None
+        try:
+            metrics = self.task.evaluate(self.model, split, tick=bar.tick if bar else None)
+        finally:
+            if bar:
+                bar.close()
         if self.is_main:
             log.info("%s: %s (%.1f s)", split, " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                                         if isinstance(v, float)), time.perf_counter() - t0)

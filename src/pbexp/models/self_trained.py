@@ -1,0 +1,52 @@
+"""The contract of a model that trains itself (the fastText library, scikit-learn): ``pbexp-train`` hands it
+the task instead of running its own loop, then evaluates it like any classifier, so the metrics, TensorBoard
+tags and results.json are the same as for the models we train.
+
+A subclass implements ``fit(task, run_dir)`` (train on ``task.splits["train"]``, save what it needs under
+``run_dir / "checkpoints"``) and ``__call__(x) -> [B, num_classes]`` log-probabilities, and sets ``epochs``.
+It reads the same tokens as our models (the dataset's vocabulary, truncation and ``<unk>``): ``lines``
+turns a batch of ids back into space-separated text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class SelfTrainedModel:
+    trains_itself = True
+    epochs = 1  # passes over the training data, for the logs
+
+    def __init__(self, num_classes: int, pad_idx: int):
+        self.num_classes, self.pad_idx = num_classes, pad_idx
+        self.itos: list[str] = []
+
+    def set_threads(self, n: int) -> None:
+        """trainer.num_threads; a library that runs on one thread ignores it."""
+
+    def fit(self, task, run_dir: Path) -> None:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def lines(self, x: torch.Tensor) -> list[str]:
+        return [" ".join(self.itos[i] for i in row.tolist() if i != self.pad_idx) for row in x]
+
+    # The few nn.Module-like calls the framework makes.
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def parameters(self):
+        return iter(())
+
+    def modules(self):
+        return iter(())
