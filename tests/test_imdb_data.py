@@ -251,10 +251,10 @@ def test_split_through_load_is_deterministic(archive_root):
 # --------------------------------------------------------------------------- cache
 
 
-def test_second_call_uses_the_cache(archive_root, count_reads, caplog):
+def test_second_call_uses_the_cache(archive_root, count_reads, caplog, tmp_path):
     first = load_imdb(archive_root, max_len=8)
     assert len(count_reads) == 1
-    assert list((archive_root / "imdb").glob("imdb-*.pt"))  # written next to the data
+    assert list((tmp_path / "user-cache").glob("imdb-*.pt"))
     with caplog.at_level(logging.INFO, logger="pbexp.data.imdb"):
         second = load_imdb(archive_root, max_len=8)
     assert len(count_reads) == 1
@@ -298,17 +298,20 @@ def test_cache_off_neither_reads_nor_writes(archive_root, count_reads, tmp_path)
     assert not list(archive_root.rglob("*.pt")) and not (tmp_path / "user-cache").exists()
 
 
-def test_read_only_data_folder_caches_in_the_user_cache(archive_root, count_reads, tmp_path):
-    data_dir = archive_root / "imdb"
-    data_dir.chmod(0o555)
-    try:
-        load_imdb(archive_root, max_len=8)
-        load_imdb(archive_root, max_len=8)
-    finally:
-        data_dir.chmod(0o755)
+def test_the_cache_lives_in_the_user_cache_not_next_to_the_data(archive_root, count_reads, tmp_path):
+    """$PBEXP_CACHE_DIR moved nothing before: ~80 MB per setting was written beside a writable data folder."""
+    load_imdb(archive_root, max_len=8)
+    load_imdb(archive_root, max_len=8)
     assert len(count_reads) == 1
-    assert not list(data_dir.glob("*.pt"))
+    assert not list(archive_root.rglob("*.pt"))
     assert len(list((tmp_path / "user-cache").glob("imdb-*.pt"))) == 1
+
+
+def test_without_pbexp_cache_dir_the_xdg_cache_is_used(archive_root, count_reads, tmp_path, monkeypatch):
+    monkeypatch.delenv("PBEXP_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    load_imdb(archive_root, max_len=8)
+    assert len(list((tmp_path / "xdg" / "pbexp").glob("imdb-*.pt"))) == 1
 
 
 def test_explicit_cache_dir_is_used(archive_root, count_reads, tmp_path):
@@ -318,9 +321,9 @@ def test_explicit_cache_dir_is_used(archive_root, count_reads, tmp_path):
     assert len(list((tmp_path / "mine").glob("imdb-*.pt"))) == 1 and not list(archive_root.rglob("*.pt"))
 
 
-def test_a_corrupt_cache_file_is_rebuilt(archive_root, count_reads, caplog):
+def test_a_corrupt_cache_file_is_rebuilt(archive_root, count_reads, caplog, tmp_path):
     load_imdb(archive_root, max_len=8)
-    (cache_file,) = (archive_root / "imdb").glob("imdb-*.pt")
+    (cache_file,) = (tmp_path / "user-cache").glob("imdb-*.pt")
     cache_file.write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING, logger="pbexp.data.imdb"):
         d = load_imdb(archive_root, max_len=8)

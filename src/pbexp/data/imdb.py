@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from pbexp.data.base import ClassificationData
-from pbexp.data.locate import download, missing_error, search_dirs
+from pbexp.data.locate import download, missing_error, search_dirs, user_cache_dir
 from pbexp.data.tokenize import TOKENIZER_VERSION, tokenize
 from pbexp.data.vocab import Vocab
 from pbexp.errors import ConfigError, DataError
@@ -48,7 +48,6 @@ SPLITS = ("train", "test")
 CLASSES = ["neg", "pos"]  # label index = position here
 SPECIALS = ["<pad>", "<unk>"]  # so <pad> = 0 and <unk> = 1
 PAD, UNK = 0, 1
-CACHE_ENV = "PBEXP_CACHE_DIR"
 CACHE_FORMAT = 1  # bump when the cached payload or the pipeline changes in a way the key does not see
 TRUNCATE = ("head", "tail")
 
@@ -229,22 +228,9 @@ def _cache_key(source: Path, settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _writable(folder: Path) -> bool:
-    # As root os.access says yes even for a folder marked r-x (like the shared data folder), so
-    # also honour the mode bits: a folder nobody may write to is left alone.
-    try:
-        return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)
-    except OSError:
-        return False
-
-
-def _cache_dirs(source: Path, cache_dir: str | Path | None) -> list[Path]:
-    """Where the cache is looked for and written, in order. An explicit ``cache_dir`` wins; else next
-    to the data if that folder is writable, then $PBEXP_CACHE_DIR or ~/.cache/pbexp."""
-    if cache_dir is not None:
-        return [Path(cache_dir)]
-    fallback = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pbexp")
-    return [source.parent, fallback] if _writable(source.parent) else [fallback]
+def _cache_dirs(cache_dir: str | Path | None) -> list[Path]:
+    """Where the cache is looked for and written: an explicit ``cache_dir``, else the user's cache folder."""
+    return [Path(cache_dir) if cache_dir is not None else user_cache_dir()]
 
 
 def _load_cache(dirs: list[Path], name: str, key: str) -> dict | None:
@@ -442,8 +428,8 @@ def load_imdb(
 
     ``max_vocab`` counts the specials too; ``valid_fraction`` of train (stratified, seeded by
     ``split_seed``) becomes the validation split; ``truncate`` keeps the head or the tail of long
-    reviews. ``cache_dir`` (default: next to the data, else $PBEXP_CACHE_DIR or ~/.cache/pbexp)
-    holds the cached tensors; ``cache=False`` neither reads nor writes it. ``download=False`` fails
+    reviews. ``cache_dir`` (default: the user's cache folder, ``locate.user_cache_dir``) holds the
+    cached tensors; ``cache=False`` neither reads nor writes it. ``download=False`` fails
     at once when the data is not found instead of trying the network.
     """
     settings = dict(max_len=max_len, max_vocab=max_vocab, min_freq=min_freq, valid_fraction=valid_fraction,
@@ -461,7 +447,7 @@ def load_imdb(
     if cache:
         key = _cache_key(source, settings)
         name = f"imdb-{key}.pt"
-        dirs = _cache_dirs(source, cache_dir)
+        dirs = _cache_dirs(cache_dir)
         payload = _load_cache(dirs, name, key)
     if payload is None:
         payload = _build(source, **settings)

@@ -20,7 +20,16 @@ from typing import Sequence
 from pbexp.errors import DataError
 
 MIRROR_ENV = "PBEXP_DATA_MIRROR"
+CACHE_ENV = "PBEXP_CACHE_DIR"
 log = logging.getLogger("pbexp")
+
+
+def user_cache_dir() -> Path:
+    """Where derived files (tokenised tensors, trained word vectors) are cached: $PBEXP_CACHE_DIR, else
+    $XDG_CACHE_HOME/pbexp, else ~/.cache/pbexp. Never next to the user's data."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pbexp"
 
 
 def search_dirs(root: str | Path, subdir: str) -> list[Path]:
