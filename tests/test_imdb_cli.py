@@ -18,6 +18,8 @@ FAMILIES = {
                         "trainer.optimizer=adagrad", "trainer.lr=0.1"],
     "nbsvm": ["model=nbsvm", "model.max_features=1000"],
     "sklearn": ["model=sklearn_linear"],  # trains itself: trainer.epochs and batch_size do not apply
+    "cnn_word2vec": ["model=cnn", "model.emb_size=8", "model.filters=4", "model.widths=[2,3]",
+                     "model.pretrained=word2vec"],
 }
 
 
@@ -49,10 +51,12 @@ def test_cli_run_per_model_family(imdb_root, tmp_path, family):
     args = ["dataset=imdb", f"dataset.root={imdb_root}", "dataset.download=false", "dataset.max_len=16",
             f"dataset.cache_dir={tmp_path / 'cache'}", "trainer.epochs=2", "trainer.batch_size=4",
             "trainer.log_every=2", *FAMILIES[family], f"hydra.run.dir={run}"]
-    proc = run_cli(args, cwd=tmp_path, env=cli_env())
+    proc = run_cli(args, cwd=tmp_path, env=cli_env(PBEXP_CACHE_DIR=str(tmp_path / "user-cache")))
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "completed" and results["task"] == "clf"
+    if "model.pretrained=word2vec" in FAMILIES[family]:  # trained on the training split, into the user's cache
+        assert len(list((tmp_path / "user-cache").glob("word2vec-*.txt"))) == 1
     for key in ("test/acc", "test/precision", "test/recall", "test/f1", "valid/acc", "perf/examples_per_s"):
         assert 0 <= results[key] <= (1 if "/" in key and key.split("/")[0] in ("test", "valid") else 1e12), key
     n_test = sum(sum(row) for row in results["test/confusion"])

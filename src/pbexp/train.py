@@ -111,7 +111,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     data = instantiate(cfg.dataset)
     task = build_task(data, t, device, world.rank, world.world_size)
     check_overrides_apply(cfg.model, task.kind, overrides())
-    model = build_model(cfg.model, data.vocab, task.kind, **task.model_kwargs()).to(device)
+    model = build_model(cfg.model, data.vocab, task.kind, data.training_sentences, cfg.seed,
+                        **task.model_kwargs()).to(device)
     if isinstance(model, SelfTrainedModel):
         for key in ("max_steps", "limit_batches", "max_minutes"):  # budgets its own loop cannot honour
             if t[key]:

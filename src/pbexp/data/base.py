@@ -12,6 +12,8 @@ import torch
 
 from pbexp.data.vocab import Vocab
 
+EOS = "<eos>"  # the end-of-sentence token a language-modelling corpus appends to each line
+
 
 @dataclass
 class LMData:
@@ -22,6 +24,11 @@ class LMData:
     valid: torch.Tensor
     test: torch.Tensor
     task: str = field(default="lm", init=False)
+
+    def training_sentences(self) -> list[torch.Tensor]:
+        """The training stream cut after each end-of-sentence token (for word vectors trained on it)."""
+        ends = (self.train == self.vocab[EOS]).nonzero().flatten() + 1
+        return [s for s in torch.tensor_split(self.train, ends.tolist()) if len(s)]
 
 
 @dataclass
@@ -43,3 +50,7 @@ class ClassificationData:
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
+
+    def training_sentences(self) -> list[torch.Tensor]:
+        """Each training example's tokens, pads dropped (for word vectors trained on them)."""
+        return [row[row != self.pad_idx] for row in self.train_x]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from pbexp.data import locate
-from pbexp.data.base import LMData
+from pbexp.data.base import EOS, LMData
 from pbexp.data.vocab import Vocab
 from pbexp.errors import DataError
 
@@ -31,7 +31,6 @@ SHA256 = {
 }
 # The canonical archive of Mikolov's RNNLM toolkit; the three files inside are checked one by one.
 ARCHIVE_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
-EOS = "<eos>"
 
 
 def read_lines(path: Path) -> list[list[str]]:

@@ -7,10 +7,12 @@ that task kind (``clf:``); :func:`model_config` picks the one for the dataset's 
 
 from __future__ import annotations
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pbexp.config import instantiate
 from pbexp.errors import ConfigError
+from pbexp.models import word2vec
 from pbexp.models.embeddings import load_pretrained
 
 # Keys handled here, not by the model's constructor.
@@ -41,14 +43,24 @@ def check_overrides_apply(model_cfg: DictConfig, kind: str, overrides: list[str]
                                           f"under model.{kind} (or pick the {kind} model by its own name)")
 
 
-def build_model(model_cfg: DictConfig, vocab, kind: str = "lm", **task_kwargs):
+def build_model(model_cfg: DictConfig, vocab, kind: str = "lm", training_sentences=None, seed: int = 0,
+                **task_kwargs):
     """Instantiate the model with the sizes the task knows (vocab size, classes, ...), then load
-    pretrained embeddings if asked."""
+    pretrained embeddings if asked: a GloVe-format file, or ``word2vec`` (vectors trained on
+    ``training_sentences()``, the training split only)."""
     cfg = model_config(model_cfg, kind)
     extra = {k: cfg.pop(k, None) for k in BUILDER_KEYS}
     model = instantiate(cfg, **task_kwargs)
     if extra["pretrained"]:
-        load_pretrained(model.embedding, vocab, extra["pretrained"], freeze=bool(extra["freeze_embeddings"]))
+        if not isinstance(getattr(model, "embedding", None), torch.nn.Embedding):
+            raise ConfigError("model.pretrained", extra["pretrained"],
+                              f"null: {type(model).__name__} has no word embedding to initialise")
+        path = extra["pretrained"]
+        if path == word2vec.NAME:
+            if training_sentences is None:
+                raise ConfigError("model.pretrained", path, "a GloVe-format file here (no training text to train on)")
+            path = word2vec.word2vec_file(training_sentences(), vocab, model.embedding.embedding_dim, seed)
+        load_pretrained(model.embedding, vocab, path, freeze=bool(extra["freeze_embeddings"]))
     elif extra["freeze_embeddings"]:
         raise ConfigError("model.freeze_embeddings", True, "only together with model.pretrained=<file>")
     return model
