@@ -49,6 +49,7 @@ def word2vec_file(sentences: list[torch.Tensor], vocab: Vocab, dim: int, seed: i
     log.info("word2vec: training %d-d skip-gram vectors on %d training sentences (%d tokens) ...", dim, len(words),
              sum(map(len, words)))
     t0 = time.perf_counter()
+    logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO is a progress line a second
     # One worker and a fixed string hash (gensim seeds each word's initial vector with Python's salted
     # hash()): the same corpus and seed give the same vectors in every process.
     model = Word2Vec(words, vector_size=dim, seed=seed, workers=1, hashfxn=_stable_hash, **SETTINGS)
