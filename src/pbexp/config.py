@@ -57,7 +57,7 @@ def validate(cfg: DictConfig) -> None:
     _number("trainer.lr_decay", t.lr_decay, low=0, high=1, low_open=True, what="a number in (0, 1]")
     for key in ("batch_size", "bptt", "eval_batch_size", "log_every"):
         _positive_int(f"trainer.{key}", t[key])
-    for key in ("max_steps", "checkpoint_every", "decay_start", "limit_batches", "num_threads"):
+    for key in ("max_steps", "checkpoint_every", "decay_start", "limit_batches", "num_threads", "early_stop_patience"):
         if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 0:
             raise ConfigError(f"trainer.{key}", t[key], "an integer >= 0")
     _number("trainer.max_minutes", t.max_minutes, low=0, what="a number of minutes >= 0 (0: no time limit)")

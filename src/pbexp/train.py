@@ -158,6 +158,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     best = ckpt.load(run_dir / "checkpoints" / "best.pt")["valid"] if (run_dir / "checkpoints" / "best.pt").exists() else {}
     results = {
         "status": "completed", "task": task.kind, "model": type(model).__name__, "params": n_params,
+        "stopped_early": trainer.stopped_early,
         "overrides": overrides(), "epochs": last.get("epoch", trainer.epoch - 1), "steps": trainer.step,
         "wall_s": time.time() - start,
         **{k: v for k, v in last.items() if k.startswith(("train/", "perf/"))},

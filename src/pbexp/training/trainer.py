@@ -90,7 +90,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         # Counters; restored by resume().
         self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
-        self.best = None
+        self.best, self.epochs_since_best = None, 0
         self.time_done, self._t_epoch = 0.0, None  # training seconds of finished epochs; current epoch start
         self._reset_epoch_sums()
         self.stop_requested = False
@@ -107,6 +107,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best,
+            "epochs_since_best": self.epochs_since_best,
             "epoch_loss": self.epoch_loss, "epoch_count": self.epoch_count, "epoch_time": self.epoch_time,
             "time_done": self.time_done,
             "task": self.task.state_dict(), "rng": ckpt.rng_state(),
@@ -124,6 +125,7 @@ class Trainer:
         for key in ("epoch", "batch_in_epoch", "step", "best", "epoch_loss", "epoch_count", "epoch_time"):
             setattr(self, key, state[key])
         self.time_done = state.get("time_done", 0.0)
+        self.epochs_since_best = state.get("epochs_since_best", 0)  # older checkpoints lack it
         self.task.load_state_dict(state["task"])
         ckpt.set_rng_state(state["rng"])
 
@@ -155,11 +157,19 @@ class Trainer:
         returns the last epoch's record."""
         cfg = self.cfg
         record = {}
-        while (cfg.epochs == 0 or self.epoch <= cfg.epochs) and not self._steps_done():
+        while (cfg.epochs == 0 or self.epoch <= cfg.epochs) and not self._steps_done() and not self.stopped_early:
             record = self._train_epoch(logger)
             if self.stop_requested:
                 break
+        if self.stopped_early and self.is_main:
+            log.info("early stop after epoch %d: valid %s has not improved for %d epochs (best %.4g)", self.epoch - 1,
+                     self.task.monitor, self.epochs_since_best, self.best)
         return record
+
+    @property
+    def stopped_early(self) -> bool:
+        """trainer.early_stop_patience epochs in a row without a better valid metric."""
+        return 0 < self.cfg.early_stop_patience <= self.epochs_since_best
 
     def _steps_done(self) -> bool:
         """max_steps reached, or the max_minutes training-time budget spent (checked at log steps)."""
@@ -271,6 +281,7 @@ class Trainer:
             logger.epoch_line(record)
             log.info("epoch %d: %s", self.epoch, " ".join(
                 f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float) and "_" not in k.split("/")[-1]))
+        self.epochs_since_best = 0 if better else self.epochs_since_best + 1
         if better:
             self.best = monitored
             if self.is_main:
