@@ -40,3 +40,83 @@ def test_without_patience_every_epoch_runs(tiny_ptb, tmp_path, monkeypatch):
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=3", "trainer.limit_batches=2"])
     results = train(cfg, tmp_path / "run")
     assert results["stopped_early"] is False and results["epochs"] == 3
+
+
+# ---------------------------------------------------------------- warm start
+
+@pytest.fixture
+def finished_run(tiny_ptb, tmp_path):
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=1"])
+    return tmp_path / "a", train(cfg, tmp_path / "a")
+
+
+def test_init_from_a_run_starts_from_its_best_weights(finished_run, tiny_ptb, tmp_path):
+    import torch
+    from pbexp.training import checkpoint as ckpt
+    run_a, _ = finished_run
+    # SGD at a vanishing lr: B's weights can only be A's if the warm start copied them
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=1", "trainer.lr=1e-9",
+                       f"trainer.init_from={run_a}"])
+    train(cfg, tmp_path / "b")
+    a = ckpt.load(run_a / "checkpoints" / "best.pt")["model"]
+    b = ckpt.load(tmp_path / "b" / "checkpoints" / "best.pt")["model"]
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0)
+    fresh = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=1", "trainer.lr=1e-9"])
+    train(fresh, tmp_path / "c")
+    c = ckpt.load(tmp_path / "c" / "checkpoints" / "best.pt")["model"]
+    assert not torch.allclose(c["decoder.weight"], a["decoder.weight"])  # the test can tell the difference
+
+
+def test_init_from_a_model_of_other_shapes_names_the_key(finished_run, tiny_ptb, tmp_path):
+    from pbexp.errors import ConfigError
+    run_a, _ = finished_run
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "model.hidden_size=24", f"trainer.init_from={run_a}"])
+    with pytest.raises(ConfigError, match="trainer.init_from=.*a checkpoint of a model with this run's shapes"):
+        train(cfg, tmp_path / "b")
+
+
+def test_init_from_nowhere_is_refused_before_any_work(tiny_ptb, tmp_path):
+    from pbexp.errors import ConfigError
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", f"trainer.init_from={tmp_path / 'nowhere'}"])
+    with pytest.raises(ConfigError, match="a run dir or a .pt checkpoint that exists"):
+        train(cfg, tmp_path / "b")
+    assert not (tmp_path / "b" / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------- pbexp-eval
+
+def write_hydra_config(run_dir, cfg):
+    """What Hydra writes beside a run (train() called directly does not)."""
+    from omegaconf import OmegaConf
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+
+
+def test_eval_gives_training_own_valid_and_test_numbers(tiny_ptb, tmp_path):
+    from pbexp.evaluate import evaluate_run
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=2"])
+    results = train(cfg, tmp_path / "a")
+    write_hydra_config(tmp_path / "a", cfg)
+    for split in ("valid", "test"):
+        out = evaluate_run(tmp_path / "a", split)
+        assert out["ppl"] == pytest.approx(results[f"{split}/ppl"], rel=1e-9)
+        assert out["checkpoint"].endswith("best.pt") and out["split"] == split
+    # a checkpoint file too, and an override of the evaluation (other batch columns, other numbers)
+    last = evaluate_run(tmp_path / "a" / "checkpoints" / "last.pt", "valid", ["trainer.eval_batch_size=3"])
+    assert last["checkpoint"].endswith("last.pt") and last["ppl"] != results["valid/ppl"]
+
+
+def test_eval_cli_prints_json_and_bad_input_is_one_line(tiny_ptb, tmp_path):
+    from conftest import cli_env, run_cli
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=1"])
+    results = train(cfg, tmp_path / "a")
+    write_hydra_config(tmp_path / "a", cfg)
+    ok = run_cli([str(tmp_path / "a")], cwd=tmp_path, env=cli_env(), module="pbexp.evaluate")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads(ok.stdout)["ppl"] == pytest.approx(results["test/ppl"], rel=1e-9)
+    for args, message in (([str(tmp_path / "nowhere")], "no run config"),
+                          ([str(tmp_path / "a"), "--split", "train"], "--split='train' is not allowed")):
+        bad = run_cli(args, cwd=tmp_path, env=cli_env(), module="pbexp.evaluate")
+        assert bad.returncode == 2 and message in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr

@@ -7,6 +7,8 @@ constructor (they know their own sizes), data checks in the data modules.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
@@ -71,6 +73,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("trainer.amp", t.amp, f"one of {list(AMP)}")
     if not isinstance(t.compile, bool):
         raise ConfigError("trainer.compile", t.compile, "true or false")
+    if t.init_from is not None and not Path(str(t.init_from)).exists():
+        raise ConfigError("trainer.init_from", t.init_from, "a run dir or a .pt checkpoint that exists")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError("seed", cfg.seed, "an integer")
 

@@ -125,6 +125,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     trainer = Trainer(t, task, model, run_dir, device, cfg.seed, is_main=world.is_main,
                       ddp_model=distributed.wrap(model, world, device))
     resumed = trainer.resume()
+    if t.init_from and not resumed:  # a resumed run continues from its own weights
+        _warm_start(model, t.init_from)
     if world.is_main and not resumed:  # a run that died before its first checkpoint starts over
         for stale in [run_dir / "metrics.jsonl", *(run_dir / "tb").glob("events.out.tfevents.*")]:
             stale.unlink(missing_ok=True)
@@ -174,6 +176,19 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                        if k.startswith(("valid/", "test/")) and k.split("/")[1] in ("ppl", "acc", "f1"))
     log.info("done: %s -> %s", summary, run_dir / "results.json")
     return results
+
+
+def _warm_start(model, source: str) -> None:
+    """trainer.init_from: copy another run's weights into this model (same shapes), not its optimiser."""
+    if isinstance(model, SelfTrainedModel):
+        raise ConfigError("trainer.init_from", source, f"null: {type(model).__name__} trains itself from scratch")
+    weights, path = ckpt.weights_of(source)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ConfigError("trainer.init_from", source, "a checkpoint of a model with this run's shapes "
+                                                       f"({str(e).splitlines()[0][:160]})") from None
+    log.info("warm start: weights from %s", path)
 
 
 def _fit_external(model, task, run_dir: Path, logger: RunLogger) -> dict:

@@ -94,3 +94,21 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def weights_of(source: str | Path) -> tuple[dict, Path]:
+    """The model weights in a run dir (its checkpoints/best.pt, else last.pt) or in a .pt file, and the file
+    they came from: for warm starts and evaluation."""
+    source = Path(source)
+    candidates = [source / "checkpoints" / "best.pt", source / "checkpoints" / "last.pt"] if source.is_dir() else [source]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise DataError(f"{source}: no checkpoint there (expected a run dir with checkpoints/best.pt or last.pt, "
+                        "or a .pt file)")
+    try:
+        state = load(path)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable checkpoint ({unreadable_reason(e)})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise DataError(f"{path}: not a pbexp checkpoint (no model weights in it)")
+    return state["model"], path
