@@ -78,3 +78,16 @@ def run_cli(args, cwd: Path, env=None, timeout: float = 240, module: str = "pbex
     """Run ``python -m pbexp.train <args>`` for real; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env or cli_env(),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def read_ptb_reference(folder: Path) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """An independent read of ptb.{train,valid,test}.txt, as pytorch/examples' ``data.Corpus`` does it:
+    each line's words plus ``<eos>``, the vocabulary in order of first appearance in train.
+    Returns (itos, {split: LongTensor of ids}). (The files the tests use have no blank lines.)"""
+    words = {split: [w for line in (folder / f"ptb.{split}.txt").read_text(encoding="utf-8").splitlines()
+                     for w in line.split() + ["<eos>"]]
+             for split in ("train", "valid", "test")}
+    stoi: dict[str, int] = {}
+    for w in words["train"]:
+        stoi.setdefault(w, len(stoi))
+    return list(stoi), {split: torch.tensor([stoi[w] for w in ws]) for split, ws in words.items()}

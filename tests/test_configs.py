@@ -1,38 +1,88 @@
-"""Every config in the tree composes with hydra.compose and builds what it names."""
+"""Every config in the tree composes with hydra.compose, resolves, and builds what it names.
 
+The config tree itself says what exists: the experiment presets, their sizes and sweeps, the models and the
+datasets are read from configs/ (globbed), so a new preset, size, sweep value or model is covered without
+a new test (as lightning-hydra-template's ``experiment=glob(*)``).
+"""
+
+import functools
+import inspect
+import re
+import typing
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import get_class, get_method
 from omegaconf import OmegaConf
 
+from pbexp.config import validate
+from pbexp.models import TASK_KINDS, build_model, model_config
 from pbexp.train import CONFIG_DIR
 
 from conftest import compose_cfg
 
-MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
-LM_MODELS = ["lstm", "gru", "rnn_tanh", "rnn_relu", "irnn"]
+CONFIGS = Path(CONFIG_DIR)
+MODELS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (CONFIGS / "dataset").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+SIZE_REF = re.compile(r"\$\{sizes\.\$\{preset\}\.(\w+)\}")
 
+
+def experiment_yaml(name: str) -> dict:
+    return yaml.safe_load((CONFIGS / "experiment" / f"{name}.yaml").read_text(encoding="utf-8"))
+
+
+def preset_sizes(name: str) -> list:
+    """The sizes an experiment declares under ``sizes:`` (None: it has none, so ``preset`` does not matter)."""
+    return list(experiment_yaml(name).get("sizes") or [None])
+
+
+def sweep_overrides(name: str) -> list[str]:
+    """One override per value of each key the preset sweeps (hydra.sweeper.params), split by Hydra's own
+    override parser as a multirun does."""
+    params = (experiment_yaml(name).get("hydra") or {}).get("sweeper", {}).get("params") or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return [f"{o.get_key_element()}={v}" for o in parsed for v in o.sweep_string_iterator()]
+
+
+def leaves(node, prefix=""):
+    """(dotted key, value) of every leaf of a YAML mapping."""
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def preset_args(name, size):
+    return [f"experiment={name}", *([f"preset={size}"] if size is not None else [])]
+
+
+@functools.cache
+def dataset_kind(name: str) -> str:
+    """The task kind a dataset config yields: its loader's return type (LMData, ClassificationData) says."""
+    loader = get_method(compose_cfg([f"dataset={name}"]).dataset._target_)
+    return typing.get_type_hints(loader)["return"].__dataclass_fields__["task"].default
+
+
+@functools.cache
+def model_kinds(name: str) -> set[str]:
+    """The task kinds a model config serves: its class's (a classifier's constructor takes num_classes), plus
+    any other kind configured under a key named after it (model=gru: ``clf:``)."""
+    cfg = compose_cfg([f"model={name}"]).model
+    own = "clf" if "num_classes" in inspect.signature(get_class(cfg._target_)).parameters else "lm"
+    return {own, *(k for k in TASK_KINDS if k in cfg)}
+
+
+# ---------------------------------------------------------------- the defaults and overrides
 
 def test_default_is_lstm_on_ptb():
     cfg = compose_cfg()
     assert cfg.model.cell == "LSTM" and cfg.dataset._target_.endswith("load_ptb")
     assert cfg.trainer.optimizer == "sgd"
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_every_model_config_composes(name):
-    cfg = compose_cfg([f"model={name}"])
-    assert OmegaConf.to_container(cfg.model, resolve=True)
-
-
-@pytest.mark.parametrize("name,cell,init", [("lstm", "LSTM", "uniform"), ("gru", "GRU", "uniform"),
-                                            ("rnn_tanh", "RNN_TANH", "uniform"), ("rnn_relu", "RNN_RELU", "uniform"),
-                                            ("irnn", "RNN_RELU", "identity")])
-def test_lm_model_configs_build_the_named_cell(name, cell, init):
-    from pbexp.models import build_model
-    cfg = compose_cfg([f"model={name}", "model.emb_size=8", "model.hidden_size=8"])
-    model = build_model(cfg.model, vocab=None, vocab_size=30)
-    assert model.cell == cell and cfg.model.init == init
 
 
 def test_public_override_names_exist():
@@ -58,10 +108,97 @@ def test_imdb_dataset_picks_classifier_defaults_but_command_line_wins():
 
 
 def test_gru_is_a_language_model_on_lm_data_and_a_classifier_on_clf_data():
-    from pbexp.models import build_model, model_config
     cfg = compose_cfg(["model=gru", "model.emb_size=8", "model.hidden_size=8", "model.clf.hidden_size=6"])
     lm = build_model(cfg.model, None, "lm", vocab_size=20)
     clf = build_model(cfg.model, None, "clf", vocab_size=20, num_classes=2, max_len=10, pad_idx=0)
     assert type(lm).__name__ == "RNNLanguageModel" and lm.cell == "GRU"
     assert type(clf).__name__ == "GRUClassifier"
     assert "clf" not in model_config(cfg.model, "lm") and model_config(cfg.model, "clf")["hidden_size"] == 6
+
+
+# ---------------------------------------------------------------- every model on every dataset it accepts
+
+def test_the_tree_says_which_model_goes_with_which_dataset():
+    # the rule the matrix below relies on, checked where the answer is known
+    assert {name: dataset_kind(name) for name in ("ptb", "imdb")} == {"ptb": "lm", "imdb": "clf"}
+    assert model_kinds("lstm") == {"lm"} and model_kinds("cnn") == {"clf"} and model_kinds("gru") == {"lm", "clf"}
+    assert {dataset_kind(name) for name in DATASETS} == set(TASK_KINDS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_composes_resolves_and_builds_on_every_dataset_it_accepts(name):
+    kinds = model_kinds(name)
+    datasets = [d for d in DATASETS if dataset_kind(d) in kinds]
+    assert datasets, f"model={name} serves {kinds}, which no dataset config yields"
+    for dataset in datasets:
+        kind = dataset_kind(dataset)
+        cfg = compose_cfg([f"dataset={dataset}", f"model={name}"])
+        OmegaConf.to_container(cfg, resolve=True)  # every interpolation (trainer.lr: ${model.recipe.lr}, ...)
+        validate(cfg)
+        sizes = {"vocab_size": 40} if kind == "lm" else {"vocab_size": 40, "num_classes": 2,
+                                                         "max_len": cfg.dataset.max_len, "pad_idx": 0}
+        model = build_model(cfg.model, None, kind, **sizes)
+        target = model_config(cfg.model, kind)["_target_"]
+        assert f"{type(model).__module__}.{type(model).__name__}" == target, (dataset, kind)
+
+
+# ---------------------------------------------------------------- every experiment preset, every size
+
+PRESETS = [(name, size) for name in EXPERIMENTS for size in preset_sizes(name)]
+
+
+@pytest.mark.parametrize("name,size", PRESETS, ids=[f"{n}-{s}" if s else n for n, s in PRESETS])
+def test_every_experiment_preset_resolves_at_every_size_it_declares(name, size):
+    cfg = compose_cfg(preset_args(name, size))
+    OmegaConf.to_container(cfg, resolve=True)  # a misspelt ${sizes.${preset}.epoch} fails here
+    validate(cfg)
+    raw = experiment_yaml(name)
+    for key, value in leaves({k: v for k, v in raw.items() if k not in ("defaults", "hydra", "sizes")}):
+        got = OmegaConf.select(cfg, key, throw_on_missing=True)
+        ref = SIZE_REF.fullmatch(value) if isinstance(value, str) else None
+        if ref:  # this size's budget is the one in force
+            assert got == raw["sizes"][size][ref.group(1)], key
+        elif not (isinstance(value, str) and "${" in value):  # the preset's own values win over the defaults
+            assert got == value, key
+
+
+SWEEPS = [(name, override) for name in EXPERIMENTS for override in sweep_overrides(name)]
+
+
+@pytest.mark.parametrize("name,override", SWEEPS, ids=[f"{n}-{o}" for n, o in SWEEPS])
+def test_every_value_an_experiment_sweeps_composes(name, override):
+    # at the experiment's first size: the sizes only set the budget, checked above for each of them
+    cfg = compose_cfg([*preset_args(name, preset_sizes(name)[0]), override])
+    OmegaConf.to_container(cfg, resolve=True)
+    validate(cfg)
+
+
+def test_the_globs_found_the_presets_their_sizes_and_sweeps():
+    # guards the parametrisations above against an empty glob or a YAML layout they no longer read
+    assert EXPERIMENTS and {n for n, _ in PRESETS} == set(EXPERIMENTS)
+    assert any(size is not None for _, size in PRESETS) and SWEEPS
+
+
+# ---------------------------------------------------------------- what the LM configs build
+
+@pytest.mark.parametrize("args,cell", [(["model=lstm"], "LSTM"), (["model=gru"], "GRU"),
+                                       (["model=rnn_tanh"], "RNN_TANH"), (["model=rnn_relu"], "RNN_RELU"),
+                                       (["model=irnn"], "RNN_RELU"), (["model=irnn", "model.identity_scale=0.3"], "RNN_RELU"),
+                                       (["experiment=irnn_question", "model=irnn"], "RNN_RELU")],
+                         ids=["lstm", "gru", "rnn_tanh", "rnn_relu", "irnn", "irnn_scale_0.3", "irnn_question"])
+def test_lm_model_configs_build_the_named_cell_with_the_configured_init(args, cell):
+    hidden = 8
+    cfg = compose_cfg([*args, "model.emb_size=8", f"model.hidden_size={hidden}"])
+    model = build_model(cfg.model, vocab=None, vocab_size=30)
+    assert model.cell == cell
+    recurrent = {n: p for n, p in model.rnn.named_parameters() if n.startswith("weight_hh")}
+    assert len(recurrent) == cfg.model.num_layers
+    if cfg.model.init == "identity":  # IRNN: every recurrent matrix is scale * I, every bias 0
+        scale = cfg.model.identity_scale
+        for n, w in recurrent.items():  # (a gated cell would hold one block per gate)
+            assert torch.equal(w, (scale * torch.eye(hidden)).repeat(w.shape[0] // hidden, 1)), n
+        assert all(not p.any() for n, p in model.rnn.named_parameters() if n.startswith("bias"))
+    else:  # U(-r, r), so no identity structure
+        r = cfg.model.init_range
+        for n, w in recurrent.items():
+            assert w.abs().max() <= r and not torch.allclose(w[:hidden], w[:hidden].diag().diag()), n

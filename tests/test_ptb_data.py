@@ -6,7 +6,7 @@ from pbexp.data.ptb import load_ptb
 from pbexp.errors import DataError
 from pbexp.training.tasks import LMTask, batchify
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, read_ptb_reference
 
 
 def test_vocab_from_train_in_first_appearance_order(tmp_path):
@@ -54,10 +54,18 @@ def test_missing_data_says_what_to_put_where(tmp_path, monkeypatch):
     assert "ptb.train.txt" in msg and str(tmp_path / "nowhere" / "ptb") in msg and locate.MIRROR_ENV in msg
 
 
+def assert_is_the_corpus_in(data, folder):
+    """The loader's vocabulary and tensors equal an independent read of ``folder``'s three files."""
+    itos, ids = read_ptb_reference(folder)
+    assert data.vocab.itos == itos
+    for split in ("train", "valid", "test"):
+        assert torch.equal(getattr(data, split), ids[split]), split
+
+
 def test_mirror_is_used_when_root_is_empty(tmp_path, tiny_ptb, monkeypatch):
     monkeypatch.setenv(locate.MIRROR_ENV, str(tiny_ptb))
     data = load_ptb(tmp_path / "empty", download=False)
-    assert len(data.train) > 0
+    assert_is_the_corpus_in(data, tiny_ptb / "ptb")
 
 
 @pytest.mark.parametrize("make_root,said", [
@@ -70,7 +78,7 @@ def test_a_named_root_that_is_passed_over_is_reported(tmp_path, tiny_ptb, monkey
     monkeypatch.setenv("PBEXP_DATA_MIRROR", str(tiny_ptb))
     with caplog.at_level("WARNING", logger="pbexp"):
         data = load_ptb(root=str(root), download=False)
-    assert len(data.train) > 0
+    assert_is_the_corpus_in(data, tiny_ptb / "ptb")  # the mirror's corpus, not the passed-over root's
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and said in warnings[0] and str(tiny_ptb) in warnings[0], warnings
 

@@ -81,9 +81,15 @@ def test_sweep_with_failing_and_diverging_jobs(tmp_path, tiny_ptb):
     assert status["2"]["status"] == "diverged" and "trainer.lr=" in status["2"]["error"]
     rep = report(out, "--table", "generic", "--format", "json")
     assert rep.returncode == 0, rep.stderr
-    rows = json.loads(rep.stdout)
-    assert len(rows) == 3
-    assert sum("failed" in json.dumps(r) for r in rows) == 2
+    rows = {row["Run"].rsplit("/", 1)[-1]: row for row in json.loads(rep.stdout)}
+    assert sorted(rows) == ["0", "1", "2"]
+    # The Status column says which run failed and quotes that run's own error from its results.json
+    assert rows["0"]["Status"] == "completed"
+    for job in ("1", "2"):
+        assert rows[job]["Status"].startswith("failed: "), rows[job]
+        assert " ".join(status[job]["error"].split())[:40] in rows[job]["Status"], rows[job]
+        # a failed run's leftovers are not results
+        assert all(v is None for k, v in rows[job].items() if k not in ("Run", "Overrides", "Task", "Status"))
 
 
 def test_two_job_sweep_through_submitit_local(tmp_path, tiny_ptb):

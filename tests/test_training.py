@@ -129,22 +129,28 @@ def test_max_minutes_stops_training_then_evaluates_and_tests(tiny_ptb, tmp_path)
     assert results["steps"] == 1 and results["epochs"] == 1 and results["test/ppl"] > 1
 
 
-def test_bf16_autocast_trains_or_falls_back_to_fp32_without_cpu_support(tiny_ptb, tmp_path, caplog):
+def test_bf16_autocast_trains_or_falls_back_to_fp32_without_cpu_support(tiny_ptb, tmp_path, caplog, monkeypatch):
     """trainer.amp=bf16 runs the forward pass under autocast where the CPU has native bf16; on one without
-    (AVX2 only: ~10x slower, and oneDNN's LSTM fails) it trains in fp32 and says so."""
-    import torch
+    (AVX2 only: ~10x slower, and oneDNN's LSTM fails) it trains in fp32 and says so. Checked at the decoder:
+    the dtype of its output in every training forward pass."""
+    import pbexp.train
     from pbexp.training.trainer import cpu_has_bf16
-    fp32 = train(compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}"]), tmp_path / "fp32")
-    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.amp=bf16"])
+    train_dtypes = set()
+    real_build = pbexp.train.build_model
+
+    def build_and_watch_the_decoder(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.decoder.register_forward_hook(
+            lambda module, inputs, out: train_dtypes.add(out.dtype) if module.training else None)
+        return model
+
+    monkeypatch.setattr(pbexp.train, "build_model", build_and_watch_the_decoder)
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.amp=bf16", "trainer.epochs=1"])
     with caplog.at_level("WARNING", logger="pbexp"):
-        bf16 = train(cfg, tmp_path / "bf16")
-    assert bf16["status"] == "completed" and bf16["valid/ppl"] < 12
+        results = train(cfg, tmp_path / "bf16")
+    assert results["status"] == "completed" and results["steps"] > 0
     fell_back = any("training in fp32 instead" in r.getMessage() for r in caplog.records)
     if cpu_has_bf16():
-        assert not fell_back
-        assert bf16["train/loss"] != fp32["train/loss"]  # the decoder's matmuls really ran in bf16
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = torch.nn.Linear(4, 3)(torch.ones(2, 4))
-        assert out.dtype == torch.bfloat16
+        assert not fell_back and train_dtypes == {torch.bfloat16}  # the decoder's matmul ran in bf16
     else:
-        assert fell_back and bf16["train/loss"] == fp32["train/loss"]  # exactly the fp32 run
+        assert fell_back and train_dtypes == {torch.float32}
