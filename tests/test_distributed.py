@@ -2,6 +2,7 @@
 step on the concatenated batch, for the LM and for a classifier; results.json is written once."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -21,11 +22,24 @@ def torchrun(args, cwd, nproc=2):
                           timeout=300)
 
 
-def one_step(tmp_path, args, name, distributed):
+def one_step(tmp_path, args, name, distributed, default_run_dir=False):
+    """One optimiser step in run dir ``tmp_path/name``; with ``default_run_dir`` no hydra.run.dir is given and
+    the run goes where pbexp-train puts it by default, under ``tmp_path/name`` as the working directory."""
     run = tmp_path / name
-    full = [*args, "trainer.max_steps=1", "trainer.epochs=1", "trainer.checkpoint_every=0", f"hydra.run.dir={run}"]
-    proc = torchrun(full, tmp_path) if distributed else run_cli(full, cwd=tmp_path)
+    full = [*args, "trainer.max_steps=1", "trainer.epochs=1", "trainer.checkpoint_every=0"]
+    if default_run_dir:
+        run.mkdir()
+        cwd = run
+    else:
+        full, cwd = [*full, f"hydra.run.dir={run}"], tmp_path
+    proc = torchrun(full, cwd) if distributed else run_cli(full, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    if default_run_dir:
+        # Under torchrun both ranks must agree on one run dir, outputs/runs/<date>/ddp_<run id>: exactly
+        # one run folder, rank 0's results in it, and no timestamped folder from the other rank.
+        made = sorted((cwd / "outputs" / "runs").glob("*/*"))
+        assert len(made) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d/ddp_\S+", made[0].relative_to(made[0].parents[1]).as_posix()), made
+        run = made[0]
     return run, ckpt.load(run / "checkpoints" / "last.pt")["model"]
 
 
@@ -58,7 +72,8 @@ def test_ddp_step_equals_single_process_step_on_the_whole_batch(tmp_path, tiny_p
         args = ["dataset=imdb", f"dataset.root={tmp_path / 'data'}", "dataset.download=false",
                 "dataset.max_len=12", f"dataset.cache_dir={tmp_path / 'cache'}", "model=cnn", "model.emb_size=8",
                 "model.filters=4", "model.widths=[2,3]", "model.dropout=0", "trainer.batch_size=8"]
-    run_ddp, ddp = one_step(tmp_path, args, "ddp", distributed=True)
+    # the LM run checks the default run dir under torchrun, the classifier run an explicit hydra.run.dir
+    run_ddp, ddp = one_step(tmp_path, args, "ddp", distributed=True, default_run_dir=kind == "lm")
     run_one, single = one_step(tmp_path, args, "single", distributed=False)
     assert_same_params(ddp, single)
     # The step changed the weights, so this compares two trained models, not two initial ones.
@@ -70,5 +85,17 @@ def test_ddp_step_equals_single_process_step_on_the_whole_batch(tmp_path, tiny_p
     unit = "tokens" if kind == "lm" else "examples"
     assert results[f"train/{unit}"] == json.loads((run_one / "results.json").read_text())[f"train/{unit}"] > 0
     assert len(list((run_ddp / "tb").glob("events.out.tfevents.*"))) == 1  # only rank 0 logs
-    assert not any(p.is_dir() and p.name.startswith("ddp_") for p in (tmp_path / "outputs").rglob("*")) \
-        if (tmp_path / "outputs").exists() else True
+    if kind == "clf":  # hydra.run.dir was given: no default folder (ddp_<id> or timestamped) appears beside it
+        assert not list(tmp_path.glob("outputs/runs/*/*")), list(tmp_path.glob("outputs/runs/*/*"))
+
+
+def test_torchrun_launches_on_different_ports_get_different_default_run_dirs(tmp_path, monkeypatch):
+    from pbexp.train import _prepare_argv
+    monkeypatch.chdir(tmp_path)
+    run_dirs = []
+    for port in ("29500", "29501"):  # what torchrun --master_port=<port> puts in rank 0's environment
+        for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "none",
+                           "MASTER_PORT": port}.items():
+            monkeypatch.setenv(key, value)
+        run_dirs.append([a for a in _prepare_argv(["trainer.epochs=1"]) if a.startswith("hydra.run.dir=")])
+    assert run_dirs[0] != run_dirs[1], run_dirs

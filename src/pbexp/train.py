@@ -35,7 +35,19 @@ from pbexp.training.tasks import build_task
 from pbexp.training.trainer import Trainer
 
 log = logging.getLogger("pbexp")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+def _config_dir() -> str:
+    """configs/: beside the source tree in a checkout (so a git worktree runs its own configs), else the copy
+    a wheel ships as the package pbexp.configs."""
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    if (checkout / "train.yaml").is_file():
+        return str(checkout)
+    from importlib.resources import files
+    return str(files("pbexp.configs"))
+
+
+CONFIG_DIR = _config_dir()
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
@@ -322,7 +334,11 @@ def _prepare_argv(argv: list[str]) -> list[str]:
     world = distributed.from_env()
     if world.distributed:
         if _arg_value(argv, "hydra.run.dir") is None and _arg_value(argv, "trainer.resume") is None:
-            run_id = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("MASTER_PORT", "0")
+            # torchrun's rendezvous id, shared by all ranks; under static rendezvous (--master_port) it is
+            # "none", and the port is what the ranks share
+            run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+            if run_id == "none":
+                run_id = "port" + os.environ.get("MASTER_PORT", "0")
             argv = [*argv, f"hydra.run.dir=outputs/runs/{time.strftime('%Y-%m-%d')}/ddp_{run_id}"]
         if not world.is_main:
             argv = [*argv, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
