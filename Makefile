@@ -1,6 +1,11 @@
 # Two commands do all setup: `make train` and `make test` each create .venv on first use.
-# torch is pinned and installed first (constraints.txt), so nothing can pull a multi-GB CUDA build.
+# torch is pinned (constraints.txt) and installed first, from TORCH_INDEX when given:
+#   (empty)                                   pip's own index: PyPI's torch is the CUDA build on Linux x86_64
+#                                             (on this project's machines pip finds a local CPU build)
+#   https://download.pytorch.org/whl/cpu      the CPU-only build (~200 MB instead of several GB)
+#   https://download.pytorch.org/whl/cu126    a CUDA 12.6 build
 PYTHON ?= python3
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 # Real data: ../shared/data when it exists (this project's shared folder), unless already set.
@@ -13,7 +18,7 @@ ARGS ?=
 $(BIN)/pbexp-train: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
