@@ -151,6 +151,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
              run_dir)
 
     logger = RunLogger(run_dir, purge_step=trainer.step + 1 if resumed else None, enabled=world.is_main)
+    if not resumed:
+        logger.describe(OmegaConf.to_yaml(cfg), ("loss", "ppl") if task.kind == "lm" else ("loss", "acc", "f1"))
     start = time.time()
     if isinstance(model, SelfTrainedModel):  # e.g. the fastText library: its own loop, our metrics
         last, test = _fit_external(model, task, run_dir, logger), task.evaluate(model, "test")

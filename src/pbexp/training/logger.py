@@ -27,6 +27,15 @@ class RunLogger:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step) if enabled else None
 
+    def describe(self, config_yaml: str, metric_keys: tuple[str, ...]) -> None:
+        """Once per run: the composed config as text, and a custom-scalars layout that draws train and valid
+        (and test) of each metric on one chart."""
+        if not self.enabled:
+            return
+        self.tb.add_text("config", "```yaml\n" + config_yaml + "```", 0)
+        self.tb.add_custom_scalars({"train vs valid": {
+            key: ["Multiline", [f"train/{key}", f"valid/{key}", f"test/{key}"]] for key in metric_keys}})
+
     def scalars(self, prefix: str, metrics: dict, step: int) -> None:
         if not self.enabled:
             return
