@@ -73,7 +73,7 @@ class SweepStatus(Callback):
                 status = json.loads(path.read_text(encoding="utf-8")).get("status")
             except (OSError, ValueError):
                 status = "unreadable"
-            if status != "completed":
+            if status not in ("completed", "pruned"):  # pruned: an Optuna sweep stopped it on purpose
                 failed.append(f"{path.parent.name} ({status})")
         if failed:
             print(f"pbexp-train: {len(failed)} sweep job(s) did not complete: {', '.join(failed)}", file=sys.stderr)

@@ -24,6 +24,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hydra.core.plugins import Plugins
+from hydra_plugins.pbexp_optuna.optuna_sweeper import OptunaSweeper
+from pbexp import search
 from pbexp.config import instantiate, validate
 from pbexp.errors import ConfigError, Diverged, PbexpError
 from pbexp.models import build_model, check_overrides_apply, model_config
@@ -35,6 +38,8 @@ from pbexp.training.tasks import build_task
 from pbexp.training.trainer import Trainer
 
 log = logging.getLogger("pbexp")
+# hydra/sweeper=pbexp_optuna: Hydra's own plugin scan does not see an editable install's hydra_plugins/.
+Plugins.instance().register(OptunaSweeper)
 
 
 def _config_dir() -> str:
@@ -135,7 +140,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     if hasattr(model, "fit_statistics"):  # fixed statistics of the training split (NBSVM's log-count ratios)
         model.fit_statistics(*task.splits["train"])
     trainer = Trainer(t, task, model, run_dir, device, cfg.seed, is_main=world.is_main,
-                      ddp_model=distributed.wrap(model, world, device))
+                      ddp_model=distributed.wrap(model, world, device), on_epoch=_search_reporter())
     resumed = trainer.resume()
     if t.init_from and not resumed:  # a resumed run continues from its own weights
         _warm_start(model, t.init_from)
@@ -174,6 +179,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     best = ckpt.load(run_dir / "checkpoints" / "best.pt")["valid"] if (run_dir / "checkpoints" / "best.pt").exists() else {}
     results = {
         "status": "completed", "task": task.kind, "model": type(model).__name__, "params": n_params,
+        "monitor": f"valid/{task.monitor}",
         "stopped_early": trainer.stopped_early,
         "overrides": overrides(), "epochs": last.get("epoch", trainer.epoch - 1), "steps": trainer.step,
         "wall_s": time.time() - start,
@@ -190,6 +196,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                        if k.startswith(("valid/", "test/")) and k.split("/")[1] in ("ppl", "acc", "f1"))
     log.info("done: %s -> %s", summary, run_dir / "results.json")
     return results
+
+
+def _search_reporter():
+    """Under an Optuna sweep (hydra/sweeper=pbexp_optuna): report each epoch's valid metric to the trial."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # train() called directly
+        return None
+    return search.epoch_reporter(hydra_cfg) if hydra_cfg.mode == RunMode.MULTIRUN else None
 
 
 def _warm_start(model, source: str) -> None:
@@ -270,9 +285,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
     previous = read_results(run_dir)
     if previous and previous.get("status") == "completed":
         log.info("run in %s is already complete (results.json); nothing to do", run_dir)
-        return None
+        return previous.get(previous.get("monitor", ""))
     try:
-        train(cfg, run_dir)
+        results = train(cfg, run_dir)
+        return results[results["monitor"]]  # what a sweeper (Optuna) optimises
+    except search.Pruned as e:  # an Optuna sweep stopped this trial: not a failure
+        log.info("%s", e)
+        if distributed.from_env().is_main:
+            write_results(run_dir, {"status": search.PRUNED, "error": str(e), "overrides": overrides()})
         return None
     except KeyboardInterrupt as e:
         why = f"interrupted ({e.args[0] if e.args else 'SIGINT'})"

@@ -66,7 +66,7 @@ def make_scheduler(cfg, optimizer):
 
 class Trainer:
     def __init__(self, cfg, task, model: nn.Module, run_dir: Path, device, seed: int, is_main: bool = True,
-                 ddp_model: nn.Module | None = None):
+                 ddp_model: nn.Module | None = None, on_epoch=None):
         self.cfg, self.task, self.model, self.run_dir = cfg, task, model, Path(run_dir)
         self.net = ddp_model or model  # what the forward pass goes through (DDP wrapper or the model)
         if getattr(cfg, "compile", False):
@@ -94,6 +94,7 @@ class Trainer:
         self.time_done, self._t_epoch = 0.0, None  # training seconds of finished epochs; current epoch start
         self._reset_epoch_sums()
         self.stop_requested = False
+        self.on_epoch = on_epoch  # on_epoch(epoch, monitored valid metric) after each epoch's checkpoint
 
     def _reset_epoch_sums(self) -> None:
         # Summed every step on the device (float64), so an interrupted and resumed epoch adds the
@@ -296,6 +297,8 @@ class Trainer:
         self.time_done += self.epoch_time
         self.epoch_time = 0.0
         self.save_last()
+        if self.on_epoch is not None:  # e.g. an Optuna trial's pruning check (it may raise search.Pruned)
+            self.on_epoch(self.epoch - 1, monitored)
         return record
 
     def test(self) -> dict:

@@ -1,0 +1,1 @@
+"""pbexp's Optuna sweeper for Hydra: `hydra/sweeper=pbexp_optuna` (see optuna_sweeper.py)."""

@@ -1,0 +1,56 @@
+"""pbexp-train -m hparams_search=...: Optuna over real runs, pruning, resuming a stopped search, the best trial."""
+
+import json
+
+import yaml
+
+from conftest import cli_env, run_cli, write_tiny_ptb
+
+# A search of the user's own (through --config-dir), over a learning rate from useless to good: the trials
+# at tiny learning rates trail after their first epoch, which the median pruner acts on.
+SEARCH = """# @package _global_
+defaults:
+  - override /hydra/sweeper: pbexp_optuna
+hydra:
+  sweeper:
+    direction: minimize
+    n_trials: 4
+    n_startup_trials: 1
+    params:
+      trainer.lr: tag(log, interval(0.001, 30.0))
+"""
+TINY = ["model.emb_size=16", "model.hidden_size=16", "model.num_layers=1", "model.dropout=0.0",
+        "trainer.batch_size=4", "trainer.bptt=8", "trainer.eval_batch_size=4", "trainer.checkpoint_every=0",
+        "trainer.epochs=3", "trainer.limit_batches=6", "dataset.download=false"]
+
+
+def test_four_trial_search_prunes_resumes_and_names_the_best(tmp_path):
+    (tmp_path / "mine" / "hparams_search").mkdir(parents=True)
+    (tmp_path / "mine" / "hparams_search" / "tiny.yaml").write_text(SEARCH)
+    data = write_tiny_ptb(tmp_path / "data" / "ptb").parent
+    sweep = tmp_path / "sweep"
+    args = ["-m", "-cd", str(tmp_path / "mine"), "hparams_search=tiny", *TINY, f"dataset.root={data}",
+            f"hydra.sweep.dir={sweep}"]
+    proc = run_cli(args, cwd=tmp_path, env=cli_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = {int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+    assert sorted(results) == [0, 1, 2, 3]  # trial N ran as job N
+    statuses = {n: r["status"] for n, r in results.items()}
+    assert set(statuses.values()) == {"completed", "pruned"}, statuses
+    for n, r in results.items():
+        if r["status"] == "pruned":  # stopped after an epoch, before the last
+            epochs = (sweep / str(n) / "metrics.jsonl").read_text().splitlines()
+            assert 1 <= len(epochs) < 3
+    best = yaml.safe_load((sweep / "optuna_best.yaml").read_text())
+    completed = {n: r["valid/ppl"] for n, r in results.items() if r["status"] == "completed"}
+    assert best["number"] == min(completed, key=completed.get) and best["value"] == completed[best["number"]]
+    assert best["run_dir"] == str(sweep / str(best["number"]))
+    assert best["trials"]["complete"] + best["trials"]["pruned"] == 4
+    assert f"best trial {best['number']}" in proc.stdout
+
+    # The same command again: the study is in <sweep>/optuna.db, four trials are done, nothing reruns.
+    again = run_cli(args, cwd=tmp_path, env=cli_env())
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(int(p.name) for p in sweep.iterdir() if p.name.isdigit()) == [0, 1, 2, 3]
+    assert "4 trial(s) already done, 0 to go" in again.stdout + again.stderr
