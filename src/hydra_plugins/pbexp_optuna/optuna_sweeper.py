@@ -1,7 +1,9 @@
 """``hydra/sweeper=pbexp_optuna``: Optuna (TPE) over ``pbexp-train -m``, on current Optuna.
 
-hydra-optuna-sweeper 1.2/1.3 pins optuna < 3, whose 2.10 does not run beside numpy 2 and SQLAlchemy 2; this
-is the small adapter the project needs instead. What it adds to the usual sweeper:
+hydra-optuna-sweeper 1.2/1.3 pins optuna < 3. Measured here (Python 3.11, numpy 2.4.6, SQLAlchemy 2.1.9):
+optuna 2.10.1 optimises in memory, but its SQLite storage fails on creation (AssertionError in
+RDBStorage.get_current_version), so a study could not persist or resume. This is the small adapter over
+current Optuna that the project uses instead. What it adds to the usual sweeper:
 * the study lives in SQLite in the sweep dir: rerunning the same command continues it, finished trials kept;
 * pruning on each epoch's valid metric (``pbexp.search.epoch_reporter`` in the job);
 * at the end, the best trial (number, params, value, run dir) in ``<sweep>/optuna_best.yaml``, and printed.
