@@ -15,9 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from pbexp.errors import ConfigError, PbexpError
+from pbexp.training.trainer import OPTIMIZERS, SCHEDULES
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad")
-SCHEDULES = ("none", "plateau", "zaremba")
 DEVICES = ("auto", "cpu", "cuda")
 AMP = ("none", "bf16")
 

@@ -160,7 +160,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         logger.describe(OmegaConf.to_yaml(cfg), ("loss", "ppl") if task.kind == "lm" else ("loss", "acc", "f1"))
     start = time.time()
     if isinstance(model, SelfTrainedModel):  # e.g. the fastText library: its own loop, our metrics
-        last, test = _fit_external(model, task, run_dir, logger), task.evaluate(model, "test")
+        last, best = _fit_external(model, task, run_dir, logger)
+        test = task.evaluate(model, "test")
     else:
         stop = _install_signal_handlers(trainer)
         try:
@@ -168,15 +169,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if trainer.stop_requested:
                 raise KeyboardInterrupt(stop["signal"])
             distributed.barrier()
-            test = trainer.test()
+            test, best = trainer.test()
         finally:
             _restore_signal_handlers(stop)
     logger.scalars("test", test, trainer.step)
     if "confusion" in test:
-        from pbexp.training.trainer import confusion_figure
-        logger.image("test/confusion", confusion_figure(test["confusion"], data.classes), trainer.step)
-
-    best = ckpt.load(run_dir / "checkpoints" / "best.pt")["valid"] if (run_dir / "checkpoints" / "best.pt").exists() else {}
+        logger.confusion("test/confusion", test["confusion"], data.classes, trainer.step)
     results = {
         "status": "completed", "task": task.kind, "model": type(model).__name__, "params": n_params,
         "monitor": f"valid/{task.monitor}",
@@ -220,8 +218,9 @@ def _warm_start(model, source: str) -> None:
     log.info("warm start: weights from %s", path)
 
 
-def _fit_external(model, task, run_dir: Path, logger: RunLogger) -> dict:
-    """A model that trains itself: time its fit, then evaluate on valid like an epoch of ours."""
+def _fit_external(model, task, run_dir: Path, logger: RunLogger) -> tuple[dict, dict]:
+    """A model that trains itself: time its fit, then evaluate on valid like an epoch of ours. Returns the
+    epoch's record and the valid metrics."""
     t0 = time.perf_counter()
     model.fit(task, run_dir)
     seconds = time.perf_counter() - t0
@@ -233,7 +232,7 @@ def _fit_external(model, task, run_dir: Path, logger: RunLogger) -> dict:
     logger.scalars("valid", valid, 0)
     logger.scalars("perf", {"epoch_s": seconds, f"{task.unit}_per_s": record[f"perf/{task.unit}_per_s"]}, 0)
     logger.epoch_line(record)
-    return record
+    return record, valid
 
 
 def _install_signal_handlers(trainer: Trainer) -> dict:

@@ -47,6 +47,11 @@ class RunLogger:
         if self.enabled:
             self.tb.add_figure(tag, figure, step)
 
+    def confusion(self, tag: str, matrix, classes, step: int) -> None:
+        """A confusion matrix as an image (rows: true class, columns: predicted)."""
+        if self.enabled:
+            self.tb.add_figure(tag, confusion_figure(matrix, classes), step)
+
     def epoch_line(self, record: dict) -> None:
         if self.enabled:
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -113,3 +118,20 @@ class Progress:
         if self.bar is not None:
             self._redirect.__exit__(None, None, None)
             self.bar.close()
+
+
+def confusion_figure(matrix, classes):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(3, 3))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center")
+    fig.tight_layout()
+    return fig

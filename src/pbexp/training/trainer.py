@@ -34,17 +34,19 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+# The optimisers trainer.optimizer names (config.validate checks against these keys). Adagrad takes sparse
+# gradients too: the usual choice for bags of embeddings.
+OPTIMIZERS = {
+    "sgd": lambda cfg, params: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                               weight_decay=cfg.weight_decay),
+    "adam": lambda cfg, params: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+    "adamw": lambda cfg, params: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+    "adagrad": lambda cfg, params: torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+}
+
+
 def make_optimizer(cfg, params):
-    name = cfg.optimizer.lower()
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if name == "adagrad":  # takes sparse gradients too: the usual choice for bags of embeddings
-        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(name)  # validated earlier (config.validate)
+    return OPTIMIZERS[cfg.optimizer.lower()](cfg, params)
 
 
 def _zaremba_factor(epoch: int, decay_start: int, decay: float) -> float:
@@ -52,16 +54,24 @@ def _zaremba_factor(epoch: int, decay_start: int, decay: float) -> float:
     return decay ** max(0, epoch + 1 - decay_start)
 
 
+def _plateau(cfg, optimizer):
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / cfg.lr_factor,
+                                                      patience=0, threshold=0.0)
+
+
+def _zaremba(cfg, optimizer):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_zaremba_factor, decay_start=cfg.decay_start,
+                                                                decay=cfg.lr_decay))
+
+
+# The schedules trainer.schedule names (config.validate checks against these keys).
+SCHEDULES = {"none": lambda cfg, optimizer: None, "plateau": _plateau, "zaremba": _zaremba}
+
+
 def make_scheduler(cfg, optimizer):
     """``plateau``: divide lr by ``lr_factor`` whenever validation does not improve (pytorch/examples);
     ``zaremba``: constant for ``decay_start`` epochs, then x ``lr_decay`` each epoch; ``none``."""
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / cfg.lr_factor,
-                                                          patience=0, threshold=0.0)
-    if cfg.schedule == "zaremba":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, partial(_zaremba_factor, decay_start=cfg.decay_start, decay=cfg.lr_decay))
-    return None
+    return SCHEDULES[cfg.schedule](cfg, optimizer)
 
 
 class Trainer:
@@ -278,7 +288,7 @@ class Trainer:
             logger.scalars("valid", valid, self.step)
             logger.scalars("perf", {"epoch_s": self.epoch_time}, self.step)
             if "confusion" in valid:
-                logger.image("valid/confusion", confusion_figure(valid["confusion"], task.data.classes), self.step)
+                logger.confusion("valid/confusion", valid["confusion"], task.data.classes, self.step)
             logger.epoch_line(record)
             log.info("epoch %d: %s", self.epoch, " ".join(
                 f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float) and "_" not in k.split("/")[-1]))
@@ -301,12 +311,16 @@ class Trainer:
             self.on_epoch(self.epoch - 1, monitored)
         return record
 
-    def test(self) -> dict:
-        """Test metrics with the best weights (the current ones if no epoch finished)."""
+    def test(self) -> tuple[dict, dict]:
+        """Test metrics with the best weights (the current ones if no epoch finished), and the valid metrics
+        those weights had (empty if none)."""
         best = self.ckpt_dir / "best.pt"
+        valid = {}
         if best.exists():
-            self.model.load_state_dict(ckpt.load(best, map_location=self.device)["model"])
-        return self.evaluate("test")
+            state = ckpt.load(best, map_location=self.device)
+            self.model.load_state_dict(state["model"])
+            valid = state["valid"]
+        return self.evaluate("test"), valid
 
     def evaluate(self, split: str) -> dict:
         """task.evaluate with a line before and after, and a progress bar on a terminal: a long evaluation
@@ -322,20 +336,3 @@ class Trainer:
             log.info("%s: %s (%.1f s)", split, " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                                         if isinstance(v, float)), time.perf_counter() - t0)
         return metrics
-
-
-def confusion_figure(matrix, classes):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(3, 3))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i, row in enumerate(matrix):
-        for j, v in enumerate(row):
-            ax.text(j, i, str(v), ha="center", va="center")
-    fig.tight_layout()
-    return fig
