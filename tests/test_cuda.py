@@ -1,4 +1,5 @@
-"""CUDA-only checks (run by scripts/gpu_check.sh with -m cuda); skipped on machines without a GPU."""
+"""CUDA-only checks, skipped on machines without a GPU. scripts/gpu_check.sh runs them (-m cuda) and fails
+when one fails, or when torch sees no GPU there (they would all skip and pass)."""
 
 import pytest
 import torch
