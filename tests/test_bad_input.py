@@ -85,6 +85,8 @@ CASES = [
     ("absolute-member", lambda d: [*CLF, f"dataset.root={_imdb(d, extra=[('/tmp/evil.txt', b'x')])}"], "evil.txt"),
     ("non-utf8-review", lambda d: [*CLF, f"dataset.root={_non_utf8(d)}"], "3_9.txt"),
     ("lr-zero", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lr=0"], "trainer.lr"),
+    ("device-not-a-gpu-number", lambda d: [f"dataset.root={_ptb(d)}", "trainer.device=cuda:x"],
+     "trainer.device='cuda:x' is not allowed"),
     ("negative-patience", lambda d: [f"dataset.root={_ptb(d)}", "trainer.early_stop_patience=-1"],
      "trainer.early_stop_patience=-1 is not allowed: an integer >= 0"),
     ("word2vec-without-embedding", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=nbsvm", "model.max_features=50",

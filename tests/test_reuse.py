@@ -120,3 +120,13 @@ def test_eval_cli_prints_json_and_bad_input_is_one_line(tiny_ptb, tmp_path):
         bad = run_cli(args, cwd=tmp_path, env=cli_env(), module="pbexp.evaluate")
         assert bad.returncode == 2 and message in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_a_checkpoint_temp_file_left_by_a_killed_process_is_removed_on_resume(tiny_ptb, tmp_path):
+    """SIGKILL inside a checkpoint write leaves last.pt.<random>.tmp; nothing else ever deleted it."""
+    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.max_steps=3", "trainer.epochs=0"])
+    train(cfg, tmp_path / "run")
+    leftover = tmp_path / "run" / "checkpoints" / "last.pt.k1ll3d.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    train(cfg, tmp_path / "run")  # resumes from last.pt
+    assert not leftover.exists() and (tmp_path / "run" / "checkpoints" / "last.pt").exists()

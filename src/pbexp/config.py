@@ -7,6 +7,7 @@ constructor (they know their own sizes), data checks in the data modules.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import hydra
@@ -66,7 +67,7 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(t.epochs, int) or isinstance(t.epochs, bool) or t.epochs < (0 if unbounded_ok else 1):
         raise ConfigError("trainer.epochs", t.epochs, "an integer >= 1, or 0 (no epoch limit) together with "
                                                       "trainer.max_steps or trainer.max_minutes > 0")
-    if t.device not in DEVICES and not str(t.device).startswith("cuda:"):
+    if t.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(t.device)):
         raise ConfigError("trainer.device", t.device, f"one of {list(DEVICES)} or cuda:<n>")
     if t.amp not in AMP:
         raise ConfigError("trainer.amp", t.amp, f"one of {list(AMP)}")

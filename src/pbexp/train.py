@@ -61,6 +61,8 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PbexpError(f"trainer.device={name} but no CUDA device is available; use trainer.device=cpu or auto")
+    if name.startswith("cuda:") and not int(name.split(":")[1]) < torch.cuda.device_count():
+        raise ConfigError("trainer.device", name, f"cuda:0 ... cuda:{torch.cuda.device_count() - 1} (this machine's GPUs)")
     return torch.device(name)
 
 

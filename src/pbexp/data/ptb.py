@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tarfile
 import tempfile
 from pathlib import Path
@@ -78,8 +79,20 @@ def download_ptb(dest: Path) -> Path:
                 data = tar.extractfile(member).read()
                 if hashlib.sha256(data).hexdigest() != digest:
                     raise DataError(f"{name} in {ARCHIVE_URL} does not match its known sha256")
-                (dest / name).write_bytes(data)
+                _write_atomic(dest / name, data)
     return dest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """A reader sees no file or the whole file: a failed write (disk full) leaves nothing half-written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def load_ptb(root: str = "data", download: bool = True) -> LMData:
@@ -89,7 +102,7 @@ def load_ptb(root: str = "data", download: bool = True) -> LMData:
     if folder is None and download:
         try:
             folder = download_ptb(Path(root) / "ptb")
-        except (DataError, KeyError, tarfile.TarError) as e:
+        except (DataError, KeyError, tarfile.TarError, OSError) as e:
             raise locate.missing_error("Penn Treebank", root, "ptb", names, extra=f"(download failed: {e})") from e
     if folder is None:
         raise locate.missing_error("Penn Treebank", root, "ptb", names)

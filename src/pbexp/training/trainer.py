@@ -142,6 +142,10 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load ``last.pt`` if there is one; True when resumed."""
+        # A process killed inside a checkpoint write leaves its temp file; the run dir is locked, so any
+        # temp file here is such a leftover.
+        for stale in self.ckpt_dir.glob("*.tmp"):
+            stale.unlink(missing_ok=True)
         state = ckpt.load_latest(self.ckpt_dir / "last.pt", map_location=self.device)
         if state is None:
             return False
