@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
@@ -16,6 +15,8 @@ def perplexity(total_nll: float, total_tokens: int) -> float:
 
 def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:
     """Accuracy, macro precision/recall/F1, the same per class, and the confusion matrix."""
+    # imported here: scikit-learn costs ~1.6 s at start-up, and language-model runs never need it
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     labels = list(range(len(classes)))
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
