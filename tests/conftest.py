@@ -3,6 +3,7 @@ and a helper that runs the real CLI in a subprocess."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import subprocess
@@ -91,3 +92,16 @@ def read_ptb_reference(folder: Path) -> tuple[list[str], dict[str, torch.Tensor]
     for w in words["train"]:
         stoi.setdefault(w, len(stoi))
     return list(stoi), {split: torch.tensor([stoi[w] for w in ws]) for split, ws in words.items()}
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """A test that runs Hydra in-process leaves root handlers bound to that test's captured stdout; once it is
+    closed, every later log line turns into a 'Logging error' on stderr. Remove what each test added."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
