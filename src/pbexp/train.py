@@ -29,6 +29,7 @@ from hydra_plugins.pbexp_optuna.optuna_sweeper import OptunaSweeper
 from pbexp import search
 from pbexp.config import instantiate, validate
 from pbexp.errors import ConfigError, Diverged, PbexpError
+from pbexp.files import write_atomic
 from pbexp.models import build_model, check_overrides_apply, model_config
 from pbexp.models.self_trained import SelfTrainedModel
 from pbexp.training import checkpoint as ckpt
@@ -83,9 +84,7 @@ def read_results(run_dir: Path) -> dict | None:
 
 
 def write_results(run_dir: Path, results: dict) -> None:
-    tmp = run_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, run_dir / "results.json")
+    write_atomic(run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
 def overrides() -> list[str]:

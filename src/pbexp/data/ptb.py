@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tarfile
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from pbexp.data import locate
 from pbexp.data.base import EOS, LMData
+from pbexp.files import write_atomic
 from pbexp.data.vocab import Vocab
 from pbexp.errors import DataError
 
@@ -79,20 +79,8 @@ def download_ptb(dest: Path) -> Path:
                 data = tar.extractfile(member).read()
                 if hashlib.sha256(data).hexdigest() != digest:
                     raise DataError(f"{name} in {ARCHIVE_URL} does not match its known sha256")
-                _write_atomic(dest / name, data)
+                write_atomic(dest / name, data)  # a disk error leaves no half-written file
     return dest
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """A reader sees no file or the whole file: a failed write (disk full) leaves nothing half-written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_ptb(root: str = "data", download: bool = True) -> LMData:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 from pbexp.data.locate import user_cache_dir
 from pbexp.data.vocab import Vocab
 from pbexp.errors import PbexpError
+from pbexp.files import write_atomic
 
 log = logging.getLogger(__name__)
 NAME = "word2vec"  # the value of model.pretrained that asks for these vectors
@@ -53,11 +52,8 @@ def word2vec_file(sentences: list[torch.Tensor], vocab: Vocab, dim: int, seed: i
     # One worker and a fixed string hash (gensim seeds each word's initial vector with Python's salted
     # hash()): the same corpus and seed give the same vectors in every process.
     model = Word2Vec(words, vector_size=dim, seed=seed, workers=1, hashfxn=_stable_hash, **SETTINGS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for word in model.wv.index_to_key:
-            f.write(word + " " + " ".join(f"{v:.6f}" for v in model.wv[word].tolist()) + "\n")
-    os.replace(tmp, path)  # atomic: a concurrent run sees no file or the whole file
+    # atomic: a concurrent run sees no file or the whole file
+    write_atomic(path, "".join(word + " " + " ".join(f"{v:.6f}" for v in model.wv[word].tolist()) + "\n"
+                               for word in model.wv.index_to_key))
     log.info("word2vec: %d vectors in %.0f s -> %s", len(model.wv), time.perf_counter() - t0, path)
     return path
