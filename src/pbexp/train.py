@@ -138,12 +138,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                                                             "(set its length with its own keys, e.g. model.epoch)")
         if t.num_threads:
             model.set_threads(t.num_threads)
-    if hasattr(model, "fit_statistics"):  # fixed statistics of the training split (NBSVM's log-count ratios)
-        model.fit_statistics(*task.splits["train"])
     trainer = Trainer(t, task, model, run_dir, device, cfg.seed, is_main=world.is_main,
                       ddp_model=distributed.wrap(model, world, device), on_epoch=_search_reporter())
     resumed = trainer.resume()
-    if t.init_from and not resumed:  # a resumed run continues from its own weights
+    # A resumed run has its own weights and statistics in last.pt; a warm start brings the source's.
+    if not resumed and hasattr(model, "fit_statistics"):  # fixed statistics of the training split (NBSVM's)
+        model.fit_statistics(*task.splits["train"])
+    if t.init_from and not resumed:
         _warm_start(model, t.init_from)
     if world.is_main and not resumed:  # a run that died before its first checkpoint starts over
         for stale in [run_dir / "metrics.jsonl", *(run_dir / "tb").glob("events.out.tfevents.*")]:
