@@ -1,7 +1,7 @@
 """Checkpoints: written atomically (temp file + rename), read with ``weights_only=True``.
 
-A corrupt or truncated ``last.pt`` is not fatal: the previous good one is kept as ``last.prev.pt``
-and read instead, with a warning. When neither loads, the run stops with an error and touches nothing.
+A corrupt or truncated resume checkpoint is not fatal: the previous good one is kept beside it as
+``<name>.prev.pt`` and read instead, with a warning. When neither loads, the run stops with an error and touches nothing.
 """
 
 from __future__ import annotations
@@ -10,30 +10,25 @@ import logging
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pbexp.errors import DataError
+from pbexp.files import write_atomic
+from pbexp.rundir import RunDir
 from pbexp.training import faults
 
 log = logging.getLogger(__name__)
 
 
 def save_atomic(obj, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+    def save(tmp: str) -> None:
         torch.save(obj, tmp)
-        faults.during_checkpoint()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        faults.during_checkpoint()  # the resume tests kill the process here: temp written, not renamed
+
+    write_atomic(path, save)
 
 
 def save_rotating(obj, path: str | Path) -> None:
@@ -97,14 +92,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def weights_of(source: str | Path) -> tuple[dict, Path]:
-    """The model weights in a run dir (its checkpoints/best.pt, else last.pt) or in a .pt file, and the file
+    """The model weights in a run dir (its best checkpoint, else its last) or in a .pt file, and the file
     they came from: for warm starts and evaluation."""
     source = Path(source)
-    candidates = [source / "checkpoints" / "best.pt", source / "checkpoints" / "last.pt"] if source.is_dir() else [source]
-    path = next((c for c in candidates if c.is_file()), None)
+    path = RunDir(source).weights() if source.is_dir() else source if source.is_file() else None
     if path is None:
-        raise DataError(f"{source}: no checkpoint there (expected a run dir with checkpoints/best.pt or last.pt, "
-                        "or a .pt file)")
+        raise DataError(f"{source}: no checkpoint there (expected a run dir with checkpoints, or a .pt file)")
     try:
         state = load(path)
     except Exception as e:
