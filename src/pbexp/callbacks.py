@@ -12,6 +12,8 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 
+from pbexp.rundir import RunDir
+
 log = logging.getLogger("pbexp")
 
 SWEPT_KEYS = ".swept_keys.json"  # in the sweep dir: the keys this sweep varies, for each job's TensorBoard name
@@ -54,7 +56,7 @@ class SweepStatus(Callback):
         except (OSError, ValueError):
             return
         name = tb_name(list(hydra.overrides.task), keys) or f"job {hydra.job.num}"
-        target = Path("..") / str(hydra.sweep.subdir) / "tb"
+        target = RunDir(Path("..") / str(hydra.sweep.subdir)).tb
         view = sweep / TB_VIEW
         view.mkdir(exist_ok=True)
         link = view / name
@@ -68,13 +70,10 @@ class SweepStatus(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         failed = []
-        for path in sorted(Path(config.hydra.sweep.dir).glob("*/results.json")):
-            try:
-                status = json.loads(path.read_text(encoding="utf-8")).get("status")
-            except (OSError, ValueError):
-                status = "unreadable"
+        for job in sorted(p for p in Path(config.hydra.sweep.dir).iterdir() if RunDir(p).results.exists()):
+            status = (RunDir(job).read_results() or {}).get("status", "unreadable")
             if status not in ("completed", "pruned"):  # pruned: an Optuna sweep stopped it on purpose
-                failed.append(f"{path.parent.name} ({status})")
+                failed.append(f"{job.name} ({status})")
         if failed:
             print(f"pbexp-train: {len(failed)} sweep job(s) did not complete: {', '.join(failed)}", file=sys.stderr)
             sys.exit(1)

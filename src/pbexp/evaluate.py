@@ -1,6 +1,6 @@
 """``pbexp-eval <run dir | checkpoint> [--split valid|test] [key=value ...]``: a finished run's metrics on a
 split, from its best weights (or the checkpoint named), computed by the same task code as training's own
-test pass. The run's own config (``.hydra/config.yaml``) builds the data and the model; ``key=value``
+test pass. The config the run was started with (Hydra's record of it) builds the data and the model; ``key=value``
 overrides change the data or the evaluation (e.g. ``dataset.root=...``, ``trainer.eval_batch_size=...``).
 Prints the metrics as one JSON object.
 """
@@ -20,23 +20,25 @@ from pbexp.config import instantiate
 from pbexp.errors import ConfigError, PbexpError
 from pbexp.models import build_model, model_config
 from pbexp.models.self_trained import SelfTrainedModel
+from pbexp.rundir import RunDir
 from pbexp.training import checkpoint as ckpt
+from pbexp.training import runtime
 from pbexp.training.tasks import build_task
 
 log = logging.getLogger("pbexp")
 SPLITS = ("valid", "test")
 
 
-def run_dir_of(source: Path) -> Path:
+def run_dir_of(source: Path) -> RunDir:
     """A run dir, or the run dir holding a checkpoint (<run>/checkpoints/<name>.pt)."""
-    return source if source.is_dir() else source.resolve().parent.parent
+    return RunDir(source if source.is_dir() else source.resolve().parent.parent)
 
 
 def evaluate_run(source: str | Path, split: str = "test", overrides: list[str] = ()) -> dict:
     source = Path(source)
     if split not in SPLITS:
         raise ConfigError("--split", split, f"one of {list(SPLITS)}")
-    config = run_dir_of(source) / ".hydra" / "config.yaml"
+    config = run_dir_of(source).config
     if not config.is_file():
         raise PbexpError(f"{source}: no run config at {config} (pbexp-eval reads the run's own config)")
     cfg = OmegaConf.load(config)
@@ -44,8 +46,7 @@ def evaluate_run(source: str | Path, split: str = "test", overrides: list[str] =
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as e:
         raise PbexpError(f"bad override: {str(e).splitlines()[0]}") from None
-    from pbexp.train import pick_device  # the run's own device choice (trainer.device=cpu to override)
-    device = pick_device(cfg.trainer.device)
+    device = runtime.pick_device(cfg.trainer.device)  # the run's own choice (trainer.device=cpu to override)
     data = instantiate(cfg.dataset)
     task = build_task(data, cfg.trainer, device)
     model_cfg = OmegaConf.create(model_config(cfg.model, task.kind))
@@ -67,7 +68,7 @@ def evaluate_run(source: str | Path, split: str = "test", overrides: list[str] =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pbexp-eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="a run dir (its checkpoints/best.pt) or a checkpoint file")
+    parser.add_argument("source", help="a run dir (its best weights) or a checkpoint file")
     parser.add_argument("--split", default="test", help="valid | test (default test)")
     parser.add_argument("overrides", nargs="*", help="key=value changes to the run's config (data, evaluation)")
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ import logging
 
 log = logging.getLogger("pbexp")
 SWEEPER = "hydra_plugins.pbexp_optuna.optuna_sweeper.OptunaSweeper"
-PRUNED = "pruned"  # results.json status of a job that Optuna stopped early
+PRUNED = "pruned"  # the results status of a job that Optuna stopped early
 
 
 class Pruned(Exception):
@@ -30,6 +30,18 @@ def make_pruner(name: str, n_startup_trials: int):
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials)
     return optuna.pruners.NopPruner()
+
+
+def epoch_reporter_of_this_job():
+    """``report(epoch, value)`` when this process runs a job of an Optuna sweep (hydra/sweeper=pbexp_optuna),
+    else None (a single run, another sweeper, or train() called outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return None
+    return epoch_reporter(hydra_cfg) if hydra_cfg.mode == RunMode.MULTIRUN else None
 
 
 def epoch_reporter(hydra_cfg):

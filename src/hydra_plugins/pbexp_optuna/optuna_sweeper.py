@@ -123,12 +123,12 @@ class OptunaSweeper(Sweeper):
     @staticmethod
     def _tell(study, trial, result) -> None:
         import optuna
-        from pbexp.train import read_results
+        from pbexp.rundir import RunDir
         value = result.return_value if result.status.name == "COMPLETED" else None
         if isinstance(value, float):
             study.tell(trial, value)
             return
-        results = read_results(Path(result.hydra_cfg.hydra.runtime.output_dir)) or {}
+        results = RunDir(result.hydra_cfg.hydra.runtime.output_dir).read_results() or {}
         state = optuna.trial.TrialState.PRUNED if results.get("status") == PRUNED else optuna.trial.TrialState.FAIL
         study.tell(trial, state=state)
 

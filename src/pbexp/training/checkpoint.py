@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pbexp.errors import DataError
+from pbexp.errors import ConfigError, DataError
 from pbexp.files import write_atomic
 from pbexp.rundir import RunDir
 from pbexp.training import faults
@@ -105,3 +105,14 @@ def weights_of(source: str | Path) -> tuple[dict, Path]:
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise DataError(f"{path}: not a pbexp checkpoint (no model weights in it)")
     return state["model"], path
+
+
+def warm_start(model: torch.nn.Module, source: str | Path) -> None:
+    """trainer.init_from: copy another run's weights into this model (same shapes), not its optimiser."""
+    weights, path = weights_of(source)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ConfigError("trainer.init_from", source, "a checkpoint of a model with this run's shapes "
+                                                       f"({str(e).splitlines()[0][:160]})") from None
+    log.info("warm start: weights from %s", path)

@@ -1,6 +1,6 @@
 """Fault injection for the resume tests: ``PBEXP_KILL_AT=step:N`` SIGKILLs the process right after
 optimiser step N; ``PBEXP_KILL_AT=checkpoint:N`` SIGKILLs it in the middle of the N-th checkpoint
-write (temp file written, not yet renamed; best.pt writes count too). ``PBEXP_KILL_SIGNAL=SIGTERM``
+write (temp file written, not yet renamed; writes of the best weights count too). ``PBEXP_KILL_SIGNAL=SIGTERM``
 (or SIGINT, ...) sends that signal at the kill point instead of SIGKILL: a user's Ctrl-C or a
 scheduler's SIGTERM arriving at a known step, with no race against the run finishing first.
 Unset, it costs one dict lookup at start-up."""

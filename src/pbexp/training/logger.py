@@ -1,4 +1,4 @@
-"""Where a run's numbers go: TensorBoard events (``tb/``), ``metrics.jsonl`` and the console.
+"""Where a run's numbers go: TensorBoard events, the per-epoch records of the run dir, and the console.
 
 Tags follow DESIGN.md: ``{train,valid,test}/{loss,ppl,acc,precision,recall,f1}``, ``opt/lr``,
 ``opt/grad_norm``, ``perf/tokens_per_s`` (or ``perf/examples_per_s``), ``perf/epoch_s``.
@@ -6,13 +6,13 @@ Tags follow DESIGN.md: ``{train,valid,test}/{loss,ppl,acc,precision,recall,f1}``
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
+
+from pbexp.rundir import RunDir
 
 log = logging.getLogger("pbexp")
 
@@ -23,9 +23,9 @@ class RunLogger:
     """Writes TensorBoard scalars and one JSON line per epoch. ``purge_step`` (on resume) makes
     TensorBoard drop the points an interrupted process wrote after its last checkpoint."""
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None, enabled: bool = True):
-        self.run_dir, self.enabled = Path(run_dir), enabled
-        self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step) if enabled else None
+    def __init__(self, run_dir: RunDir, purge_step: int | None = None, enabled: bool = True):
+        self.run_dir, self.enabled = RunDir(run_dir), enabled
+        self.tb = SummaryWriter(str(self.run_dir.tb), purge_step=purge_step) if enabled else None
 
     def describe(self, config_yaml: str, metric_keys: tuple[str, ...]) -> None:
         """Once per run: the composed config as text, and a custom-scalars layout that draws train and valid
@@ -54,8 +54,7 @@ class RunLogger:
 
     def epoch_line(self, record: dict) -> None:
         if self.enabled:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            self.run_dir.append_metrics(record)
 
     def hparams(self, params: dict, metrics: dict) -> None:
         """HPARAMS tab entry written into this run's own event file (``SummaryWriter.add_hparams``
@@ -71,22 +70,6 @@ class RunLogger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
-
-
-def truncate_metrics(run_dir: Path, keep_epochs: int) -> None:
-    """On resume: drop epoch lines that a killed process wrote after the checkpoint we resume from."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    kept = []
-    for ln in lines:
-        try:
-            if json.loads(ln)["epoch"] <= keep_epochs:
-                kept.append(ln)
-        except (ValueError, KeyError):  # a half-written last line
-            pass
-    path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
 
 
 class Progress:
@@ -135,3 +118,18 @@ def confusion_figure(matrix, classes):
             ax.text(j, i, str(v), ha="center", va="center")
     fig.tight_layout()
     return fig
+
+
+def hparams_of(cfg, overrides: list[str], choices: dict) -> dict:
+    """The HPARAMS entry: one key set for every run of a sweep, the common knobs plus whatever the sweep
+    overrides. ``choices`` are the config group options picked (model=gru); outside Hydra, the class names."""
+    params = {"model": choices.get("model") or str(cfg.model.get("_target_")).rsplit(".", 1)[-1],
+              "dataset": choices.get("dataset") or str(cfg.dataset.get("_target_")).rsplit(".", 1)[-1],
+              "seed": cfg.seed}
+    for key in ("optimizer", "lr", "batch_size", "epochs", "clip", "schedule"):
+        params[f"trainer.{key}"] = cfg.trainer[key]
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if not key.startswith("hydra"):
+            params[key] = value
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}

@@ -8,12 +8,37 @@ between batches, and which metrics it reports. ``LMTask`` follows pytorch/exampl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from pbexp.data.base import ClassificationData, LMData
 from pbexp.training.metrics import classification_metrics, perplexity
+
+
+class Task(Protocol):
+    """What the trainer, the evaluator and a self-training model need from a kind of run. A new kind of
+    dataset (``data.task`` = its name) is a class with these members, registered in ``TASKS``."""
+
+    kind: str                # "lm" | "clf": the dataset's data.task, and the key models.build_model reads
+    unit: str                # what a step counts ("tokens", "examples"): perf/<unit>_per_s
+    monitor: str             # the valid metric that picks the best checkpoint...
+    monitor_mode: str        # ...and whether lower ("min") or higher ("max") is better
+    metric_keys: tuple[str, ...]  # the metrics drawn as train-vs-valid charts in TensorBoard
+
+    def model_kwargs(self) -> dict: ...
+    def num_batches(self) -> int: ...
+    def start_epoch(self, model, epoch: int, seed: int) -> None: ...
+    def train_batches(self, epoch: int, seed: int, start: int = 0) -> Iterator: ...
+    def train_loss(self, model, batch) -> tuple[torch.Tensor, int]: ...
+    def summarise(self, total_loss: float, count: int) -> dict: ...
+    def eval_batches(self, split: str) -> int: ...
+    def evaluate(self, model, split: str, tick: Callable[[], None] | None = None) -> dict: ...
+    def log_extras(self, logger, split: str, metrics: dict, step: int) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def batchify(stream: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -49,6 +74,12 @@ class LMTask:
     kind = "lm"
     unit = "tokens"
     monitor, monitor_mode = "ppl", "min"
+    metric_keys = ("loss", "ppl")
+
+    @classmethod
+    def from_config(cls, data: LMData, trainer_cfg, device, rank: int = 0, world_size: int = 1) -> LMTask:
+        return cls(data, trainer_cfg.batch_size, trainer_cfg.bptt, trainer_cfg.eval_batch_size, device, rank,
+                   world_size)
 
     def __init__(self, data: LMData, batch_size: int, bptt: int, eval_batch_size: int = 10,
                  device="cpu", rank: int = 0, world_size: int = 1):
@@ -108,6 +139,9 @@ class LMTask:
         nll = total.item()
         return {"loss": nll / count, "ppl": perplexity(nll, count)}
 
+    def log_extras(self, logger, split: str, metrics: dict, step: int) -> None:
+        pass  # perplexity is all there is
+
     def state_dict(self) -> dict:
         return {"hidden": self.hidden}
 
@@ -122,6 +156,12 @@ class ClassificationTask:
     kind = "clf"
     unit = "examples"
     monitor, monitor_mode = "acc", "max"
+    metric_keys = ("loss", "acc", "f1")
+
+    @classmethod
+    def from_config(cls, data: ClassificationData, trainer_cfg, device, rank: int = 0,
+                    world_size: int = 1) -> ClassificationTask:
+        return cls(data, trainer_cfg.batch_size, trainer_cfg.eval_batch_size, device, rank, world_size)
 
     def __init__(self, data: ClassificationData, batch_size: int, eval_batch_size: int = 256,
                  device="cpu", rank: int = 0, world_size: int = 1):
@@ -192,6 +232,10 @@ class ClassificationTask:
         out["loss"] = loss
         return out
 
+    def log_extras(self, logger, split: str, metrics: dict, step: int) -> None:
+        """The confusion matrix, as a figure labelled with the class names."""
+        logger.confusion(f"{split}/confusion", metrics["confusion"], self.data.classes, step)
+
     def state_dict(self) -> dict:
         return {}
 
@@ -199,12 +243,12 @@ class ClassificationTask:
         pass
 
 
-def build_task(data, trainer_cfg, device, rank: int = 0, world_size: int = 1):
-    """The task object for a dataset's kind."""
-    if data.task == "lm":
-        return LMTask(data, trainer_cfg.batch_size, trainer_cfg.bptt, trainer_cfg.eval_batch_size, device,
-                      rank, world_size)
-    if data.task == "clf":
-        return ClassificationTask(data, trainer_cfg.batch_size, trainer_cfg.eval_batch_size, device,
-                                  rank, world_size)
-    raise ValueError(f"unknown task kind {data.task!r}")
+# data.task -> the task class; a new kind of dataset registers its task here.
+TASKS: dict[str, Any] = {"lm": LMTask, "clf": ClassificationTask}
+
+
+def build_task(data, trainer_cfg, device, rank: int = 0, world_size: int = 1) -> Task:
+    """The task object for a dataset's kind (``data.task``), sized by the trainer config."""
+    if data.task not in TASKS:
+        raise ValueError(f"unknown task kind {data.task!r}; known: {list(TASKS)}")
+    return TASKS[data.task].from_config(data, trainer_cfg, device, rank, world_size)

@@ -2,26 +2,30 @@
 
 Per step: forward through the task, backward, clip, optimiser step; losses are summed on the
 device and read back only every ``log_every`` steps (no per-step host sync). Per epoch: evaluate
-on valid, step the learning-rate schedule, save ``last.pt`` (and ``best.pt`` when valid improves).
-At the end: test with the best weights. Checkpoints carry everything needed to resume exactly.
+on valid, step the learning-rate schedule, save the resume checkpoint (and the best weights when
+valid improves). At the end: test with the best weights. Checkpoints carry everything needed to
+resume exactly. ``Trainer.run`` does all of it and returns the run's final record.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
+from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from pbexp.errors import ConfigError, Diverged, PbexpError
+from pbexp.rundir import RunDir
 from pbexp.training import checkpoint as ckpt
 from pbexp.training import distributed
 from pbexp.training import faults
 from pbexp.training.logger import Progress, RunLogger
+from pbexp.training.tasks import Task
 
 log = logging.getLogger("pbexp")
 
@@ -75,9 +79,9 @@ def make_scheduler(cfg, optimizer):
 
 
 class Trainer:
-    def __init__(self, cfg, task, model: nn.Module, run_dir: Path, device, seed: int, is_main: bool = True,
-                 ddp_model: nn.Module | None = None, on_epoch=None):
-        self.cfg, self.task, self.model, self.run_dir = cfg, task, model, Path(run_dir)
+    def __init__(self, cfg, task: Task, model: nn.Module, run_dir: RunDir, device: torch.device, seed: int,
+                 is_main: bool = True, ddp_model: nn.Module | None = None, on_epoch=None):
+        self.cfg, self.task, self.model, self.run_dir = cfg, task, model, RunDir(run_dir)
         self.net = ddp_model or model  # what the forward pass goes through (DDP wrapper or the model)
         if getattr(cfg, "compile", False):
             import torch._dynamo
@@ -97,10 +101,11 @@ class Trainer:
         # A model that trains itself (models/fasttext_lib.py) has no parameters for us to optimise.
         self.optimizer = make_optimizer(cfg, self.params) if self.params else None
         self.scheduler = make_scheduler(cfg, self.optimizer) if self.params else None
-        self.ckpt_dir = self.run_dir / "checkpoints"
         # Counters; restored by resume().
         self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
         self.best, self.epochs_since_best = None, 0
+        self.best_valid: dict = {}  # the valid metrics of the best weights
+        self.valid_seconds = 0.0  # how long the last validation took (for the whole-run ETA)
         self.time_done, self._t_epoch = 0.0, None  # training seconds of finished epochs; current epoch start
         self._reset_epoch_sums()
         self.stop_requested = False
@@ -118,7 +123,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best,
-            "epochs_since_best": self.epochs_since_best,
+            "epochs_since_best": self.epochs_since_best, "best_valid": self.best_valid,
             "epoch_loss": self.epoch_loss, "epoch_count": self.epoch_count, "epoch_time": self.epoch_time,
             "time_done": self.time_done,
             "task": self.task.state_dict(), "rng": ckpt.rng_state(),
@@ -128,7 +133,7 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as e:
-            raise PbexpError(f"checkpoint in {self.ckpt_dir} was made by a model of a different shape; "
+            raise PbexpError(f"checkpoint in {self.run_dir.checkpoints} was made by a model of a different shape; "
                              f"use a new run directory or the original model settings ({str(e).splitlines()[0]})")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
@@ -137,26 +142,27 @@ class Trainer:
             setattr(self, key, state[key])
         self.time_done = state.get("time_done", 0.0)
         self.epochs_since_best = state.get("epochs_since_best", 0)  # older checkpoints lack it
+        self.best_valid = state.get("best_valid") or {}  # older checkpoints: test() reads it from the best weights
         self.task.load_state_dict(state["task"])
         ckpt.set_rng_state(state["rng"])
 
     def resume(self) -> bool:
-        """Load ``last.pt`` if there is one; True when resumed."""
+        """Load the resume checkpoint if there is one; True when resumed."""
         # A process killed inside a checkpoint write leaves its temp file; the run dir is locked, so any
         # temp file here is such a leftover.
-        for stale in self.ckpt_dir.glob("*.tmp"):
+        for stale in self.run_dir.checkpoints.glob("*.tmp"):
             stale.unlink(missing_ok=True)
-        state = ckpt.load_latest(self.ckpt_dir / "last.pt", map_location=self.device)
+        state = ckpt.load_latest(self.run_dir.last, map_location=self.device)
         if state is None:
             return False
         self.load_state_dict(state)
-        log.info("resuming from %s: epoch %d, batch %d, step %d", self.ckpt_dir / "last.pt", self.epoch,
+        log.info("resuming from %s: epoch %d, batch %d, step %d", self.run_dir.last, self.epoch,
                  self.batch_in_epoch, self.step)
         return True
 
     def save_last(self) -> None:
         if self.is_main:
-            ckpt.save_rotating(self.state_dict(), self.ckpt_dir / "last.pt")
+            ckpt.save_rotating(self.state_dict(), self.run_dir.last)
 
     def autocast(self):
         """bf16 autocast for the forward pass and loss when trainer.amp=bf16 (a no-op otherwise)."""
@@ -196,6 +202,24 @@ class Trainer:
         """Training time so far: finished epochs (kept across resumes) plus the current one."""
         running = time.perf_counter() - self._t_epoch if self._t_epoch is not None else 0.0
         return self.time_done + self.epoch_time + running
+
+    def run_eta(self, batches_per_epoch: int) -> float | None:
+        """Seconds until training ends: the batches left in this and the later epochs (fewer under max_steps),
+        at this run's pace, plus a validation per epoch left; capped by what remains of max_minutes. None
+        when nothing bounds the run (epochs=0 without a budget) or no batch has run yet."""
+        cfg, done = self.cfg, self.batch_in_epoch
+        running = self._t_epoch is not None
+        pace = (self.epoch_time + time.perf_counter() - self._t_epoch) / done if done and running else None
+        if pace is None:
+            return None
+        epochs_left = cfg.epochs - self.epoch if cfg.epochs else None
+        left = [] if epochs_left is None else [
+            (batches_per_epoch - done + epochs_left * batches_per_epoch) * pace + (epochs_left + 1) * self.valid_seconds]
+        if cfg.max_steps:
+            left.append((cfg.max_steps - self.step) * pace + self.valid_seconds)
+        if cfg.max_minutes:
+            left.append(max(0.0, 60 * cfg.max_minutes - self.train_seconds()))
+        return min(left) if left else None
 
     def _train_epoch(self, logger: RunLogger) -> dict:
         self.run_batches(logger)
@@ -253,8 +277,9 @@ class Trainer:
                     logger.scalars("train", info, self.step)
                     logger.scalars("opt", {"lr": self.lr, "grad_norm": float(grad_norm)}, self.step)
                     logger.scalars("perf", {f"{task.unit}_per_s": speed}, self.step)
-                    progress.update(self.batch_in_epoch,
-                                    {**info, f"{task.unit}/s": round(speed)})
+                    eta = self.run_eta(total)
+                    progress.update(self.batch_in_epoch, {**info, f"{task.unit}/s": round(speed),
+                                                          **({"run ETA": format_seconds(eta)} if eta else {})})
                 loss_sum.zero_()
                 count, t_log = 0, now
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
@@ -274,7 +299,9 @@ class Trainer:
         loss_sum = distributed.sum_over_ranks(self.epoch_loss).item()
         count = int(distributed.sum_over_ranks(torch.tensor(self.epoch_count, device=self.device)).item())
         train = task.summarise(loss_sum, max(1, count))
+        t_valid = time.perf_counter()
         valid = self.evaluate("valid")
+        self.valid_seconds = time.perf_counter() - t_valid
         if not all(math.isfinite(m.get(k, 0.0)) for m in (train, valid) for k in ("loss", "ppl")):
             raise Diverged(f"validation loss is {valid['loss']:g} after epoch {self.epoch}; the learning rate "
                            f"{self.lr:g} is probably too high: try trainer.lr={self.lr / 4:g}")
@@ -291,17 +318,16 @@ class Trainer:
         if self.is_main:
             logger.scalars("valid", valid, self.step)
             logger.scalars("perf", {"epoch_s": self.epoch_time}, self.step)
-            if "confusion" in valid:
-                logger.confusion("valid/confusion", valid["confusion"], task.data.classes, self.step)
+            task.log_extras(logger, "valid", valid, self.step)
             logger.epoch_line(record)
             log.info("epoch %d: %s", self.epoch, " ".join(
                 f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float) and "_" not in k.split("/")[-1]))
         self.epochs_since_best = 0 if better else self.epochs_since_best + 1
         if better:
-            self.best = monitored
+            self.best, self.best_valid = monitored, valid
             if self.is_main:
                 ckpt.save_atomic({"model": self.model.state_dict(), "epoch": self.epoch, "valid": valid},
-                                 self.ckpt_dir / "best.pt")
+                                 self.run_dir.best)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(monitored if task.monitor_mode == "min" else -monitored)
         elif self.scheduler is not None:
@@ -315,16 +341,29 @@ class Trainer:
             self.on_epoch(self.epoch - 1, monitored)
         return record
 
-    def test(self) -> tuple[dict, dict]:
-        """Test metrics with the best weights (the current ones if no epoch finished), and the valid metrics
-        those weights had (empty if none)."""
-        best = self.ckpt_dir / "best.pt"
-        valid = {}
-        if best.exists():
-            state = ckpt.load(best, map_location=self.device)
+    def run(self, logger: RunLogger) -> dict:
+        """Train (SIGINT/SIGTERM stop it after the current step, with a checkpoint: KeyboardInterrupt), then
+        test the best weights; the final record: counters, the last epoch's train/perf figures, the best
+        weights' valid metrics and their test metrics."""
+        with stop_on_signals(self) as stop:
+            last = self.fit(logger)
+            if self.stop_requested:
+                raise KeyboardInterrupt(stop["signal"])
+        distributed.barrier()
+        test = self.test()
+        if self.is_main:
+            logger.scalars("test", test, self.step)
+            self.task.log_extras(logger, "test", test, self.step)
+        return final_record(last.get("epoch", self.epoch - 1), self.step, self.stopped_early, last,
+                            self.best_valid, test)
+
+    def test(self) -> dict:
+        """Test metrics with the best weights (the current ones if no epoch finished)."""
+        if self.run_dir.best.exists():
+            state = ckpt.load(self.run_dir.best, map_location=self.device)
             self.model.load_state_dict(state["model"])
-            valid = state["valid"]
-        return self.evaluate("test"), valid
+            self.best_valid = self.best_valid or state["valid"]
+        return self.evaluate("test")
 
     def evaluate(self, split: str) -> dict:
         """task.evaluate with a line before and after, and a progress bar on a terminal: a long evaluation
@@ -340,3 +379,40 @@ class Trainer:
             log.info("%s: %s (%.1f s)", split, " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                                         if isinstance(v, float)), time.perf_counter() - t0)
         return metrics
+
+
+def format_seconds(seconds: float) -> str:
+    """'1h05m', '12m30s', '45s': an ETA a person reads at a glance."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def final_record(epochs: int, steps: int, stopped_early: bool, last: dict, valid: dict, test: dict) -> dict:
+    """What a run ends with, whoever trained it: the last epoch's train/perf figures, then valid and test."""
+    return {"epochs": epochs, "steps": steps, "stopped_early": stopped_early,
+            **{k: v for k, v in last.items() if k.startswith(("train/", "perf/"))},
+            **{f"valid/{k}": v for k, v in valid.items()}, **{f"test/{k}": v for k, v in test.items()}}
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer):
+    """SIGINT/SIGTERM ask the trainer to stop after the current step and save a checkpoint; yields
+    {"signal": name of the signal received, or None}."""
+    state, old = {"signal": None}, {}
+
+    def handler(signum, frame):
+        state["signal"] = signal.Signals(signum).name
+        trainer.stop_requested = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. a launcher's worker thread)
+            pass
+    try:
+        yield state
+    finally:
+        for sig, handler_before in old.items():
+            signal.signal(sig, handler_before)
