@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pbexp import report
+from pbexp.rundir import RunDir
 
 REPORT_TXT = Path(__file__).resolve().parents[2] / "shared" / "report.txt"
 
@@ -70,20 +71,24 @@ def clf_results(overrides, model_class, precision, recall, acc) -> dict:
 
 
 def write_run(run_dir: Path, overrides, config, results=None, metrics=(), choices=None) -> Path:
-    """One run dir: .hydra/{config,overrides,hydra}.yaml, and results.json / metrics.jsonl when given."""
-    hydra_dir = run_dir / ".hydra"
-    hydra_dir.mkdir(parents=True)
-    (hydra_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    """One run dir: Hydra's config, overrides and hydra.yaml, and the results and epoch records when given."""
+    run = RunDir(run_dir)
+    run.hydra.mkdir(parents=True)
+    run.config.write_text(yaml.safe_dump(config))
+    run.overrides.write_text(yaml.safe_dump(list(overrides)))
     hydra_cfg = {"hydra": {"mode": "MULTIRUN", "runtime": {"choices": choices or {"model": "lstm", "dataset": "ptb"}},
                            "overrides": {"task": list(overrides)}}}
-    (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump(hydra_cfg))
-    (run_dir / "tb").mkdir()
+    run.hydra_config.write_text(yaml.safe_dump(hydra_cfg))
+    run.tb.mkdir()
     if results is not None:
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-    if metrics:
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        run.write_results(results)
+    for m in metrics:
+        run.append_metrics(m)
     return run_dir
+
+
+def results_of(run_dir: Path) -> dict:
+    return json.loads(RunDir(run_dir).results.read_text())
 
 
 def write_multirun(sweep: Path, task_overrides) -> None:
@@ -178,7 +183,7 @@ def test_rnn_types_rows_follow_the_report_order_and_equal_results(tmp_path, caps
     assert [r["RNN type"] for r in rows] == ["LSTM", "GRU", "RNN-tanh", "RNN-ReLU", "IRNN"]
     for row in rows:
         job = sweep / row["Run"].split("/")[1]
-        results = json.loads((job / "results.json").read_text())
+        results = results_of(job)
         assert row["Train ppl"] == results["train/ppl"]
         assert row["Valid ppl"] == results["valid/ppl"]
         assert row["Test ppl"] == results["test/ppl"]
@@ -192,7 +197,7 @@ def test_embedding_size_and_layers_tables(tmp_path, capsys):
     rows = json_rows(capsys, emb, "--table", "embedding_size")
     assert [r["Embedding size"] for r in rows] == [250, 300, 1500]  # ascending, not job order
     for row in rows:
-        results = json.loads((emb / row["Run"].split("/")[1] / "results.json").read_text())
+        results = results_of(emb / row["Run"].split("/")[1])
         assert row["Train ppl"] == results["train/ppl"]
     assert list(rows[0]) == ["Embedding size", "Train ppl", "Run", "Status"]
 
@@ -203,13 +208,13 @@ def test_embedding_size_and_layers_tables(tmp_path, capsys):
 
 def test_hidden_units_time_is_the_mean_epoch_time_else_the_results_value(tmp_path, capsys):
     sweep = key_sweep(tmp_path, "hidden", "hidden_size", [500, 750, 1000])
-    (sweep / "2" / "metrics.jsonl").unlink()  # no per-epoch records: falls back to results.json
+    RunDir(sweep / "2").metrics.unlink()  # no per-epoch records: falls back to the results
     rows = {r["Hidden units"]: r for r in json_rows(capsys, sweep, "--table", "hidden_units")}
     assert rows[500]["Time per epoch (s)"] == pytest.approx((50 + 60 + 100) / 3)
     assert rows[750]["Time per epoch (s)"] == pytest.approx((51 + 61 + 101) / 3)
-    results = json.loads((sweep / "2" / "results.json").read_text())
+    results = results_of(sweep / "2")
     assert rows[1000]["Time per epoch (s)"] == results["perf/epoch_s"] == 102.0
-    assert rows[750]["Train ppl"] == json.loads((sweep / "1" / "results.json").read_text())["train/ppl"]
+    assert rows[750]["Train ppl"] == results_of(sweep / "1")["train/ppl"]
 
 
 def test_pretrained_table_is_train_ppl_per_epoch_per_arm(tmp_path, capsys):
@@ -238,7 +243,7 @@ def test_imdb_models_named_by_override_else_choice_else_class(tmp_path, capsys):
     write_run(sweep / "3", ovr, clf_config("pbexp.models.classifiers.CNNRNNClassifier"),
               clf_results(ovr, "CNNRNNClassifier", 0.87, 0.86, 0.865), clf_metrics(3, 0.865),
               {"model": "cnn_rnn", "dataset": "imdb"})
-    # Neither: the class name in results.json.
+    # Neither: the class name in the results.
     ovr = ["dataset=imdb"]
     write_run(sweep / "4", ovr, clf_config("pbexp.models.classifiers.GRUClassifier"),
               clf_results(ovr, "GRUClassifier", 0.8, 0.81, 0.805), clf_metrics(3, 0.805), {"dataset": "imdb"})
@@ -284,22 +289,22 @@ def test_jobs_sort_by_number_not_by_name(tmp_path, capsys):
 def test_failed_diverged_and_missing_results_are_rows_marked_failed(tmp_path, capsys):
     sweep = key_sweep(tmp_path, "layers", "num_layers", [1, 2, 3, 5])
     long_error = "pbexp.errors.DataError: " + "x" * 200
-    (sweep / "1" / "results.json").write_text(json.dumps(
-        {"status": "failed", "error": long_error, "overrides": ["model.num_layers=2"]}))
-    (sweep / "2" / "results.json").write_text(json.dumps(
-        {"status": "diverged", "error": "diverged: training loss became nan at step 40", "overrides": []}))
-    (sweep / "3" / "results.json").unlink()  # died without writing results.json
+    RunDir(sweep / "1").write_results({"status": "failed", "error": long_error, "overrides": ["model.num_layers=2"]})
+    RunDir(sweep / "2").write_results(
+        {"status": "diverged", "error": "diverged: training loss became nan at step 40", "overrides": []})
+    RunDir(sweep / "3").results.unlink()  # died without writing its results
+    no_results = f"failed: no {RunDir(sweep / '3').results.name}"
     rows = {r["Layers"]: r for r in json_rows(capsys, sweep, "--table", "layers")}
     assert set(rows) == {1, 2, 3, 5}
     assert rows[1]["Status"] == "completed" and rows[1]["Test ppl"] == 100.0
     assert rows[2]["Status"].startswith("failed: pbexp.errors.DataError: xxx")
     assert len(rows[2]["Status"]) <= len("failed: ") + 80 and rows[2]["Test ppl"] is None
     assert rows[3]["Status"] == "failed: diverged: training loss became nan at step 40"
-    assert rows[5]["Status"] == "failed: no results.json" and rows[5]["Test ppl"] is None
+    assert rows[5]["Status"] == no_results and rows[5]["Test ppl"] is None
 
     code, out, _ = run_report(capsys, sweep, "--table", "layers")
     md = {r["Layers"]: r for r in markdown_rows(out)}
-    assert code == 0 and md["5"]["Status"] == "failed: no results.json" and md["5"]["Test ppl"] == "–"
+    assert code == 0 and md["5"]["Status"] == no_results and md["5"]["Test ppl"] == "–"
     assert "3 failed" in out.splitlines()[0]
 
 
@@ -392,7 +397,7 @@ def test_with_report_puts_published_numbers_beside_ours(tmp_path, capsys):
             rows["LSTM"]["Test ppl (report)"]) == ("19.18", "118.98", "115.95")
     assert rows["RNN-tanh"]["Valid ppl (report)"] == "143.80"
     assert rows["GRU"]["Test ppl (report)"] is None and rows["IRNN"]["Train ppl (report)"] is None
-    assert rows["LSTM"]["Train ppl"] == json.loads((sweep / "1" / "results.json").read_text())["train/ppl"]
+    assert rows["LSTM"]["Train ppl"] == results_of(sweep / "1")["train/ppl"]
 
     code, out, _ = run_report(capsys, sweep, "--with-report")
     md = {r["RNN type"]: r for r in markdown_rows(out)}
@@ -437,7 +442,7 @@ def assert_png(path: Path) -> None:
 
 def test_plot_writes_learning_curves_png(tmp_path, capsys):
     sweep = rnn_sweep(tmp_path)
-    (sweep / "4" / "metrics.jsonl").unlink()  # a run without curves is left out, the rest are drawn
+    RunDir(sweep / "4").metrics.unlink()  # a run without curves is left out, the rest are drawn
     code, out, err = run_report(capsys, sweep, "--plot", tmp_path / "plots" / "curves.png")
     assert code == 0 and out.startswith("**") and "curves.png" in err
     assert_png(tmp_path / "plots" / "curves.png")
@@ -449,11 +454,11 @@ def test_plot_writes_learning_curves_png(tmp_path, capsys):
 def test_logged_curve_reads_the_points_tensorboard_wrote(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
     run_dir = tmp_path / "run"
-    with SummaryWriter(str(run_dir / "tb")) as w:
+    with SummaryWriter(str(RunDir(run_dir).tb)) as w:
         for step, value in [(10, 900.0), (200, 400.5), (400, 250.25)]:
             w.add_scalar("train/ppl", value, step)
             w.add_scalar("train/loss", 1.0, step)
-    with SummaryWriter(str(run_dir / "tb"), purge_step=400) as w:  # a resume rewrites step 400
+    with SummaryWriter(str(RunDir(run_dir).tb), purge_step=400) as w:  # a resume rewrites step 400
         w.add_scalar("train/ppl", 240.0, 400)
     run = report.Run(run_dir, "run", {}, {}, [], [])
     assert report.logged_curve(run, "train/ppl") == [(10, 900.0), (200, 400.5), (400, 240.0)]
@@ -514,7 +519,7 @@ def test_auto_detects_pretrained_and_falls_back_to_generic(tmp_path):
 
 def test_run_without_config_still_gets_its_row_key_from_overrides(tmp_path, capsys):
     sweep = rnn_sweep(tmp_path, experiment=False)
-    (sweep / "3" / ".hydra" / "config.yaml").unlink()  # model=rnn_tanh: the cell comes from the override
+    RunDir(sweep / "3").config.unlink()  # model=rnn_tanh: the cell comes from the override
     rows = json_rows(capsys, sweep)
     assert [r["RNN type"] for r in rows] == ["LSTM", "GRU", "RNN-tanh", "RNN-ReLU", "IRNN"]
 
@@ -551,7 +556,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, case, needle):
     if case == "nothing to plot":
         for job in sweep.iterdir():
             if job.is_dir():
-                (job / "metrics.jsonl").unlink()
+                RunDir(job).metrics.unlink()
     args = {"missing dir": [tmp_path / "nope"], "no runs": [tmp_path / "empty"],
             "unknown table": [sweep, "--table", "rnn_typez"], "unknown format": [sweep, "--format", "xml"],
             "table does not fit": [sweep, "--table", "imdb_models"], "no dirs": [],
