@@ -5,13 +5,16 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import SHARED_DATA, cli_env, run_cli
-from test_imdb_data import write_archive, write_tree
+from pbexp.rundir import RunDir
+
+from helpers.cli import cli_env, run_cli
+from helpers.configs import SHARED_DATA
+from helpers.data import write_archive, write_tree
 
 FAMILIES = {
     "report": ["model=report_cnn", "model.seq_len=10", "model.emb_size=20", "model.kernel_size=3"],
     "cnn": ["model=cnn", "model.emb_size=8", "model.filters=4", "model.widths=[2,3]"],
-    "rnn": ["model=gru", "model.clf.emb_size=8", "model.clf.hidden_size=6"],
+    "rnn": ["model=gru_clf", "model.emb_size=8", "model.hidden_size=6"],
     "cnn_rnn": ["model=cnn_rnn", "model.emb_size=8", "model.channels=6", "model.hidden_size=6"],
     "fasttext": ["model=fasttext", "model.emb_size=8", "model.buckets=1000"],
     "fasttext_sparse": ["model=fasttext", "model.emb_size=8", "model.buckets=1000", "model.sparse=true",
@@ -53,7 +56,7 @@ def test_cli_run_per_model_family(imdb_root, tmp_path, family):
             "trainer.log_every=2", *FAMILIES[family], f"hydra.run.dir={run}"]
     proc = run_cli(args, cwd=tmp_path, env=cli_env(PBEXP_CACHE_DIR=str(tmp_path / "user-cache")))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((run / "results.json").read_text())
+    results = json.loads(RunDir(run).results.read_text())
     assert results["status"] == "completed" and results["task"] == "clf"
     if "model.pretrained=word2vec" in FAMILIES[family]:  # trained on the training split, into the user's cache
         assert len(list((tmp_path / "user-cache").glob("word2vec-*.txt"))) == 1
@@ -62,7 +65,7 @@ def test_cli_run_per_model_family(imdb_root, tmp_path, family):
     n_test = sum(sum(row) for row in results["test/confusion"])
     assert n_test == 6  # the tree's test reviews
     assert results["test/acc"] == pytest.approx(sum(results["test/confusion"][i][i] for i in range(2)) / n_test)
-    acc = EventAccumulator(str(run / "tb"))
+    acc = EventAccumulator(str(RunDir(run).tb))
     acc.Reload()
     tags = acc.Tags()
     assert {"valid/acc", "test/acc", "test/precision", "test/recall", "test/f1"} <= set(tags["scalars"])
@@ -78,7 +81,7 @@ def test_fasttext_library_baseline_on_real_imdb(tmp_path):
     proc = run_cli(["dataset=imdb", "dataset.download=false", "model=fasttext_lib", "model.epoch=2",
                     f"hydra.run.dir={run}"], cwd=tmp_path, env=cli_env(PBEXP_DATA_MIRROR=str(SHARED_DATA)))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((run / "results.json").read_text())
+    results = json.loads(RunDir(run).results.read_text())
     assert results["model"] == "FastTextLib" and results["test/acc"] > 0.8
     assert sum(map(sum, results["test/confusion"])) == 25000
-    assert (run / "checkpoints" / "fasttext.bin").exists()
+    assert RunDir(run).artifact("fasttext.bin").exists()

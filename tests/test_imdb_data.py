@@ -1,71 +1,25 @@
 """The IMDB data module on a tiny aclImdb tree written here (as a folder and as a tar.gz)."""
 
 import inspect
-import io
 import logging
 import os
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
 import pbexp.data.imdb as imdb
-from pbexp.data.imdb import CLASSES, PAD, UNK, Review, load_imdb, numericalise, read_reviews, stratified_split
+import pbexp.data.tokenize_pool as tokenize_pool
+from pbexp.data.imdb import CLASSES, Review, load_imdb, read_reviews, stratified_split
 from pbexp.data.tokenize import tokenize
+from pbexp.data.tokenize_pool import PAD, UNK, numericalise
 from pbexp.errors import ConfigError, DataError
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.configs import REPO
+from helpers.data import COUNT, N_TRAIN, tiny_reviews, write_archive, write_tree
+
 REAL_DATA = Path(os.environ.get("PBEXP_DATA_MIRROR", "/work/shared/data")) / "imdb" / "aclImdb_v1.tar.gz"
-COUNT = "one two three four five six seven eight nine ten"
-N_TRAIN = 11  # per class; ids 0..10 so that numeric and text order differ (10 > 9 but "10" < "9")
-
-
-def tiny_reviews() -> dict[tuple[str, str], dict[int, tuple[int, str]]]:
-    """(split, label) -> {id: (rating, text)}. Every train review has a word of its own (uniq_...),
-    test reviews use 'zebra', a word no train review has."""
-    return {
-        ("train", "pos"): {i: (7 + i % 4, f"Great film! uniq_train_pos_{i}<br /><br />{COUNT}")
-                           for i in range(N_TRAIN)},
-        ("train", "neg"): {i: (1 + i % 4, f"Bad film... uniq_train_neg_{i}<br />{COUNT}") for i in range(N_TRAIN)},
-        ("test", "pos"): {i: (10, f"A great zebra film, one two {i}") for i in range(3)},
-        ("test", "neg"): {0: (1, COUNT.title()), 1: (2, "bad"), 2: (4, "Bad zebra.")},
-    }
-
-
-def write_tree(parent: Path, reviews=None, noise: bool = True) -> Path:
-    """Write ``parent/aclImdb/...`` in the original layout (plus files that must be ignored); return aclImdb/."""
-    top = parent / "aclImdb"
-    for (split, label), items in (tiny_reviews() if reviews is None else reviews).items():
-        d = top / split / label
-        d.mkdir(parents=True, exist_ok=True)
-        for rid, (rating, text) in items.items():
-            (d / f"{rid}_{rating}.txt").write_text(text, encoding="utf-8")
-    if noise:
-        for d in ("train/unsup", "test/pos"):
-            (top / d).mkdir(parents=True, exist_ok=True)
-        (top / "README").write_text("Large Movie Review Dataset v1.0\n")
-        (top / "imdb.vocab").write_text("the\nand\n")
-        (top / "train" / "labeledBow.feat").write_text("9 0:9 1:1\n")
-        (top / "train" / "urls_pos.txt").write_text("http://www.imdb.com/title/tt0453418/usercomments\n")
-        (top / "train" / "unsup" / "0_0.txt").write_text("unlabelled unsup_only_word")
-        (top / "test" / "pos" / ".DS_Store").write_bytes(b"\x00\x01")
-    return top
-
-
-def write_archive(folder: Path, archive: Path, extra: list[tuple[str, bytes]] = ()) -> Path:
-    """tar.gz of an aclImdb/ folder, members deliberately in reverse order (the reader must sort)."""
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    paths = sorted(folder.rglob("*"), reverse=True)
-    with tarfile.open(archive, "w:gz") as tf:
-        for p in paths:
-            tf.add(p, arcname=str(Path("aclImdb") / p.relative_to(folder)), recursive=False)
-        for name, data in extra:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return archive
 
 
 @pytest.fixture(autouse=True)
@@ -216,9 +170,9 @@ def test_max_vocab_and_min_freq(archive_root):
 
 
 def test_one_process_and_several_give_the_same_result(archive_root, monkeypatch):
-    monkeypatch.setattr(imdb, "_workers", lambda: 1)
+    monkeypatch.setattr(tokenize_pool, "_workers", lambda: 1)
     one = load_imdb(archive_root, max_len=8, cache=False)
-    monkeypatch.setattr(imdb, "_workers", lambda: 3)
+    monkeypatch.setattr(tokenize_pool, "_workers", lambda: 3)
     three = load_imdb(archive_root, max_len=8, cache=False)
     assert one.vocab.itos == three.vocab.itos
     for split in ("train", "valid", "test"):
@@ -255,7 +209,7 @@ def test_second_call_uses_the_cache(archive_root, count_reads, caplog, tmp_path)
     first = load_imdb(archive_root, max_len=8)
     assert len(count_reads) == 1
     assert list((tmp_path / "user-cache").glob("imdb-*.pt"))
-    with caplog.at_level(logging.INFO, logger="pbexp.data.imdb"):
+    with caplog.at_level(logging.INFO, logger="pbexp.data.cache"):
         second = load_imdb(archive_root, max_len=8)
     assert len(count_reads) == 1
     assert "loaded cached tensors" in caplog.text
@@ -325,7 +279,7 @@ def test_a_corrupt_cache_file_is_rebuilt(archive_root, count_reads, caplog, tmp_
     load_imdb(archive_root, max_len=8)
     (cache_file,) = (tmp_path / "user-cache").glob("imdb-*.pt")
     cache_file.write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING, logger="pbexp.data.imdb"):
+    with caplog.at_level(logging.WARNING, logger="pbexp.data.cache"):
         d = load_imdb(archive_root, max_len=8)
     assert len(count_reads) == 2 and "ignoring unreadable cache" in caplog.text
     assert len(d.test_y) == 6

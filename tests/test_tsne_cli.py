@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA
-from pbexp import tsne as cli
+from pbexp import embedding_map as cli
+from pbexp.rundir import RunDir
+
+from helpers.configs import SHARED_DATA
 
 VOCAB = 40
 
@@ -26,24 +28,24 @@ def _write_corpus(folder):
         (folder / "ptb" / f"ptb.{split}.txt").write_text("".join(f" {line} \n" for line in lines))
 
 
-def _make_run(root, ckpt_name="best.pt", model=None, vocab=None, dataset_root=None):
-    """A run dir as the trainer writes it: vocab.txt, checkpoints/<name> with model['embedding.weight'],
-    and .hydra/config.yaml naming its dataset (by default a corpus written here, see _write_corpus)."""
-    run = root / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / ".hydra").mkdir()
+def _make_run(root, ckpt="best", model=None, vocab=None, dataset_root=None):
+    """A run dir as the trainer writes it: the vocabulary, the ``ckpt`` checkpoint ("best" or "last") with
+    model['embedding.weight'], and the run's config naming its dataset (by default a corpus written here,
+    see _write_corpus)."""
+    run = RunDir(root / "run")
+    run.checkpoints.mkdir(parents=True)
+    run.config.parent.mkdir()
     if dataset_root is None:
         dataset_root = root / "data"
         _write_corpus(dataset_root)
-    (run / ".hydra" / "config.yaml").write_text(
-        f"dataset:\n  _target_: pbexp.data.ptb.load_ptb\n  root: {dataset_root}\n  download: true\n")
+    run.config.write_text(f"dataset:\n  _target_: pbexp.data.ptb.load_ptb\n  root: {dataset_root}\n  download: true\n")
     words = vocab or [f"word{i}" for i in range(VOCAB - 1)] + ["<eos>"]
-    (run / "vocab.txt").write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    run.vocab.write_text("".join(w + "\n" for w in words), encoding="utf-8")
     if model is None:
         g = torch.Generator().manual_seed(0)
         model = {"embedding.weight": torch.randn(len(words), 16, generator=g), "decoder.bias": torch.zeros(len(words))}
-    torch.save({"model": model, "epoch": 1}, run / "checkpoints" / ckpt_name)
-    return run, words
+    torch.save({"model": model, "epoch": 1}, getattr(run, ckpt))
+    return run.path, words
 
 
 # _write_corpus's frequency order: word38 (78 times) down to word19 (40), <eos> (39), word18 (38) .. word0 (2)
@@ -60,7 +62,7 @@ def _assert_png(path):
 
 def test_cli_subprocess_writes_png_kl_and_projector(tmp_path):
     run, _ = _make_run(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "pbexp.tsne", str(run), "--words", "30"],
+    proc = subprocess.run([sys.executable, "-m", "pbexp.embedding_map", str(run), "--words", "30"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     kl = float(re.search(r"KL divergence ([0-9.]+) after (\d+) iterations", proc.stdout).group(1))
@@ -68,7 +70,7 @@ def test_cli_subprocess_writes_png_kl_and_projector(tmp_path):
     assert "perplexity 9.66667" in proc.stdout  # 30 capped at (N - 1) / 3 for N = 30
     assert "the 30 most frequent words" in proc.stdout
     _assert_png(run / "tsne_pbexp.png")
-    tb = run / "tb"
+    tb = RunDir(run).tb
     assert (tb / "projector_config.pbtxt").is_file()
     metadata = list(tb.rglob("metadata.tsv"))
     assert len(metadata) == 1 and metadata[0].read_text().splitlines() == BY_FREQUENCY[:30]
@@ -82,7 +84,7 @@ def test_cli_subprocess_writes_png_kl_and_projector(tmp_path):
     (["nope", "--words", "10000"], "--words=10000 is not allowed: at most 2000 with the exact --impl pbexp"),
 ])
 def test_cli_subprocess_bad_input_exits_2_with_one_line(tmp_path, argv, message):
-    proc = subprocess.run([sys.executable, "-m", "pbexp.tsne", str(tmp_path / argv[0]), *argv[1:]],
+    proc = subprocess.run([sys.executable, "-m", "pbexp.embedding_map", str(tmp_path / argv[0]), *argv[1:]],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
@@ -90,17 +92,17 @@ def test_cli_subprocess_bad_input_exits_2_with_one_line(tmp_path, argv, message)
 
 
 @pytest.mark.parametrize("impl", ["sklearn", "barnes-hut"])
-def test_sklearn_impls_vocab_order_and_last_pt_fallback(tmp_path, capsys, impl):
-    run, words = _make_run(tmp_path, ckpt_name="last.pt")
+def test_sklearn_impls_vocab_order_and_last_checkpoint_fallback(tmp_path, capsys, impl):
+    run, words = _make_run(tmp_path, ckpt="last")
     out = tmp_path / "pictures"
     assert cli.main([str(run), "--words", "20", "--impl", impl, "--order", "vocab", "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
-    assert "last.pt" in stdout and "the first 20 words of vocab.txt" in stdout
+    assert str(RunDir(run).last) in stdout and f"the first 20 words of {RunDir(run).vocab.name}" in stdout
     assert re.search(r"KL divergence [0-9.]+ after \d+ iterations", stdout)
     assert "[t-SNE] Iteration 50: error" in stdout  # scikit-learn's own progress log
     _assert_png(out / f"tsne_{impl}.png")
     assert list(out.rglob("metadata.tsv"))[0].read_text().splitlines() == words[:20]
-    assert not (run / "tb").exists()  # --out: nothing written into the run dir
+    assert not RunDir(run).tb.exists()  # --out: nothing written into the run dir
 
 
 def test_progress_lines_every_fifty_iterations_with_the_kl(tmp_path, capsys):
@@ -122,15 +124,15 @@ def test_order_frequency_on_real_ptb_puts_the_most_frequent_words_first(tmp_path
     lines = (SHARED_DATA / "ptb" / "ptb.train.txt").read_text(encoding="utf-8").splitlines()
     tokens = [w for line in lines if line.strip() for w in line.split() + ["<eos>"]]
     counts = Counter(tokens)
-    vocab = list(dict.fromkeys(tokens))  # first appearance: the order of a real run's vocab.txt
+    vocab = list(dict.fromkeys(tokens))  # first appearance: the order of a real run's vocabulary file
     expected = sorted(vocab, key=lambda w: -counts[w])[:30]  # stable: ties keep vocab order
     monkeypatch.setenv("PBEXP_DATA_MIRROR", str(SHARED_DATA))
     run, _ = _make_run(tmp_path, vocab=vocab, dataset_root=tmp_path / "elsewhere")
     assert cli.main([str(run), "--words", "30"]) == 0
     assert "the 30 most frequent words" in capsys.readouterr().out
-    shown = list((run / "tb").rglob("metadata.tsv"))[0].read_text().splitlines()
+    shown = list(RunDir(run).tb.rglob("metadata.tsv"))[0].read_text().splitlines()
     assert shown == expected and shown[:3] == ["the", "<unk>", "<eos>"]
-    assert vocab[0] not in shown  # vocab.txt starts with rare names ("aer", "banknote", ...)
+    assert vocab[0] not in shown  # the vocabulary file starts with rare names ("aer", "banknote", ...)
 
 
 def _place(n, seed=0):
@@ -180,22 +182,22 @@ def test_plot_labels_at_most_max_labels(tmp_path, monkeypatch):
 
 def _bad_runs(tmp_path):
     no_ckpt, _ = _make_run(tmp_path / "a")
-    (no_ckpt / "checkpoints" / "best.pt").unlink()
+    RunDir(no_ckpt).best.unlink()
     no_emb, _ = _make_run(tmp_path / "b", model={"encoder.weight": torch.zeros(VOCAB, 4)})
     no_vocab, _ = _make_run(tmp_path / "c")
-    (no_vocab / "vocab.txt").unlink()
+    RunDir(no_vocab).vocab.unlink()
     corrupt, _ = _make_run(tmp_path / "d")
-    (corrupt / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
+    RunDir(corrupt).best.write_bytes(b"not a checkpoint")
     good, _ = _make_run(tmp_path / "e")
     no_config, _ = _make_run(tmp_path / "f")
-    (no_config / ".hydra" / "config.yaml").unlink()
+    RunDir(no_config).config.unlink()
     other_vocab, _ = _make_run(tmp_path / "g", vocab=[f"other{i}" for i in range(VOCAB)])
     no_data, _ = _make_run(tmp_path / "h", dataset_root=tmp_path / "nowhere")
     return {
         "missing run dir": ([str(tmp_path / "missing")], "does not exist"),
         "no checkpoint": ([str(no_ckpt)], "no checkpoint"),
         "no embedding": ([str(no_emb)], "embedding.weight"),
-        "no vocab": ([str(no_vocab)], "vocab.txt"),
+        "no vocab": ([str(no_vocab)], f"{RunDir(no_vocab).vocab} is missing"),
         "corrupt checkpoint": ([str(corrupt)], "cannot load"),
         "zero words": ([str(good), "--words", "0"], "--words=0"),
         "too many words": ([str(good), "--words", str(VOCAB + 1)], "vocabulary size 40"),
@@ -209,7 +211,7 @@ def _bad_runs(tmp_path):
         "non-integer words": ([str(good), "--words", "many"], "invalid int"),
         "max-iter below exaggeration": ([str(good), "--words", "20", "--max-iter", "100"], "--max-iter=100"),
         "perplexity 1": ([str(good), "--words", "20", "--perplexity", "1"], "--perplexity=1.0"),
-        "out is a file": ([str(good), "--out", str(good / "vocab.txt")], "--out="),
+        "out is a file": ([str(good), "--out", str(RunDir(good).vocab)], "--out="),
         "frequency without config": ([str(no_config), "--words", "20"], "use --order vocab"),
         "frequency, other vocabulary": ([str(other_vocab), "--words", "20"], "another vocabulary"),
         "frequency, data missing": ([str(no_data), "--words", "20"], "Or use --order vocab"),

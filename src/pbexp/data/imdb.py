@@ -6,22 +6,18 @@ folder, laid out as ``aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt``. Everyt
 (``train/unsup``, ``*.feat``, ``urls_*.txt``, README, ...) is ignored.
 
 Steps: find the data (locate.py order, then a download) -> :func:`read_reviews` -> stratified
-train/valid split of train -> tokenise (one process per core) -> vocabulary from the train split
-only -> truncate and right-pad to ``max_len``. The result is cached, keyed by the data file and
-every setting that changes the tensors, so a second run only loads one file.
+train/valid split of train -> tokenise (one process per core, tokenize_pool.py) -> vocabulary from
+the train split only -> truncate and right-pad to ``max_len``. The result is cached (cache.py), keyed
+by the data file and every setting that changes the tensors, so a second run only loads one file.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import logging
-import multiprocessing as mp
 import os
 import re
 import tarfile
-import tempfile
 import time
 import zlib
 from collections import Counter
@@ -31,9 +27,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
+from pbexp.checks import check_bool, check_choice, check_int, check_number
 from pbexp.data.base import ClassificationData
-from pbexp.data.locate import download, missing_error, search_dirs, user_cache_dir
-from pbexp.data.tokenize import TOKENIZER_VERSION, tokenize
+from pbexp.data.cache import TensorCache, file_fingerprint, tree_fingerprint
+from pbexp.data.locate import download, missing_error, search_dirs
+from pbexp.data.tokenize import TOKENIZER_VERSION
+from pbexp.data.tokenize_pool import PAD, SPECIALS, TRUNCATE, tokenise_to_ids
 from pbexp.data.vocab import Vocab
 from pbexp.errors import ConfigError, DataError
 
@@ -46,10 +45,7 @@ FOLDER = "aclImdb"
 NEEDED = [f"{ARCHIVE} (or its extracted {FOLDER}/)"]  # for the "not found" message
 SPLITS = ("train", "test")
 CLASSES = ["neg", "pos"]  # label index = position here
-SPECIALS = ["<pad>", "<unk>"]  # so <pad> = 0 and <unk> = 1
-PAD, UNK = 0, 1
 CACHE_FORMAT = 1  # bump when the cached payload or the pipeline changes in a way the key does not see
-TRUNCATE = ("head", "tail")
 
 _REVIEW_NAME = re.compile(r"(\d+)_(\d+)\.txt")
 _LAYOUT = "aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt"
@@ -186,86 +182,32 @@ def _download(root: str | Path) -> Path:
 # --------------------------------------------------------------------------- settings and cache
 
 
-def _check_int(key: str, value, lowest: int, allowed: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-        raise ConfigError(key, value, allowed)
-
-
 def _check_settings(max_len, max_vocab, min_freq, valid_fraction, split_seed, truncate, lowercase) -> None:
-    _check_int("dataset.max_len", max_len, 1, "an integer >= 1 (tokens kept per review)")
+    check_int("dataset.max_len", max_len, 1, allowed="an integer >= 1 (tokens kept per review)")
     if max_vocab is not None:
-        _check_int("dataset.max_vocab", max_vocab, len(SPECIALS) + 1,
-                   f"null (no limit) or an integer >= {len(SPECIALS) + 1} (the size includes {' and '.join(SPECIALS)})")
-    _check_int("dataset.min_freq", min_freq, 1, "an integer >= 1")
-    if isinstance(valid_fraction, bool) or not isinstance(valid_fraction, (int, float)) or not 0 < valid_fraction < 1:
-        raise ConfigError("dataset.valid_fraction", valid_fraction, "a number strictly between 0 and 1")
-    _check_int("dataset.split_seed", split_seed, 0, "an integer >= 0")
-    if truncate not in TRUNCATE:
-        raise ConfigError("dataset.truncate", truncate, "one of head (keep the start), tail (keep the end)")
-    if not isinstance(lowercase, bool):
-        raise ConfigError("dataset.lowercase", lowercase, "true or false")
+        check_int("dataset.max_vocab", max_vocab, len(SPECIALS) + 1,
+                  allowed=f"null (no limit) or an integer >= {len(SPECIALS) + 1} "
+                          f"(the size includes {' and '.join(SPECIALS)})")
+    check_int("dataset.min_freq", min_freq, 1)
+    check_number("dataset.valid_fraction", valid_fraction, 0, 1, low_open=True, high_open=True,
+                 allowed="a number strictly between 0 and 1")
+    check_int("dataset.split_seed", split_seed, 0)
+    check_choice("dataset.truncate", truncate, TRUNCATE, allowed="one of head (keep the start), tail (keep the end)")
+    check_bool("dataset.lowercase", lowercase)
 
 
 def _fingerprint(source: Path) -> str:
-    """Changes when the data changes: path + size + mtime of the archive, or of every review file."""
+    """Changes when the data changes: the archive, or every file in the review folders."""
     if source.is_file():
-        st = source.stat()
-        return f"{source.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    h = hashlib.sha256(str(source.resolve()).encode())
-    for split in SPLITS:
-        for label in CLASSES:
-            d = source / split / label
-            if d.is_dir():
-                for e in sorted(os.scandir(d), key=lambda e: e.name):
-                    st = e.stat()
-                    h.update(f"{split}/{label}/{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+        return file_fingerprint(source)
+    files = [f"{split}/{label}/{name}" for split in SPLITS for label in CLASSES if (source / split / label).is_dir()
+             for name in sorted(os.listdir(source / split / label))]
+    return tree_fingerprint(source, files)
 
 
-def _cache_key(source: Path, settings: dict) -> str:
-    blob = json.dumps({"format": CACHE_FORMAT, "tokenizer": TOKENIZER_VERSION,
-                       "source": _fingerprint(source), **settings}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _cache_dirs(cache_dir: str | Path | None) -> list[Path]:
-    """Where the cache is looked for and written: an explicit ``cache_dir``, else the user's cache folder."""
-    return [Path(cache_dir) if cache_dir is not None else user_cache_dir()]
-
-
-def _load_cache(dirs: list[Path], name: str, key: str) -> dict | None:
-    for d in dirs:
-        path = d / name
-        if not path.is_file():
-            continue
-        try:
-            payload = torch.load(path, weights_only=True)
-            if payload.get("key") == key:
-                log.info("IMDB: loaded cached tensors from %s", path)
-                return payload
-        except Exception as e:  # a half-written or foreign file: rebuild and overwrite it
-            log.warning("IMDB: ignoring unreadable cache %s (%s); rebuilding", path, e)
-    return None
-
-
-def _save_cache(dirs: list[Path], name: str, payload: dict) -> Path | None:
-    for d in dirs:
-        tmp = None
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=name + ".", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; others sharing the data may read it too
-            os.replace(tmp, d / name)  # atomic: a reader sees the old file or the whole new one
-            log.info("IMDB: cached tensors in %s", d / name)
-            return d / name
-        except OSError as e:
-            log.warning("IMDB: cannot write cache in %s (%s)", d, e)
-        finally:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
-    return None  # the cache only saves time; carry on without it
+def _cache(source: Path, settings: dict, cache_dir: str | Path | None) -> TensorCache:
+    fields = {"format": CACHE_FORMAT, "tokenizer": TOKENIZER_VERSION, "source": _fingerprint(source), **settings}
+    return TensorCache("imdb", fields, cache_dir)
 
 
 # --------------------------------------------------------------------------- building the tensors
@@ -289,90 +231,6 @@ def stratified_split(labels: list[int], valid_fraction: float, seed: int) -> tup
     return np.setdiff1d(np.arange(len(labels)), valid), valid
 
 
-def numericalise(token_lists: list[list[str]], itos: list[str], max_len: int, truncate: str) -> np.ndarray:
-    """[N, max_len] int32 ids: each review cut to max_len tokens (its start or its end), right-padded with <pad>."""
-    stoi = {w: i for i, w in enumerate(itos)}
-    out = np.full((len(token_lists), max_len), PAD, dtype=np.int32)
-    for row, toks in zip(out, token_lists):
-        toks = toks[:max_len] if truncate == "head" else toks[-max_len:]
-        row[: len(toks)] = [stoi.get(t, UNK) for t in toks]
-    return out
-
-
-# Tokenising is most of the cold time (pure-Python regex), so it runs in one process per core. Each
-# worker keeps its reviews' tokens between the two steps: it sends its vocabulary counts, gets the
-# final vocabulary back and returns its id matrix, so no token list is ever sent between processes.
-
-
-def _tokenise_and_count(texts: list[str], counted: list[bool], lowercase: bool) -> tuple[list[list[str]], Counter]:
-    tokens = [tokenize(t, lowercase) for t in texts]
-    counts = Counter()
-    for toks, c in zip(tokens, counted):
-        if c:
-            counts.update(toks)
-    return tokens, counts
-
-
-def _worker(conn, texts, counted, lowercase, max_len, truncate) -> None:
-    tokens, counts = _tokenise_and_count(texts, counted, lowercase)
-    conn.send((counts, [len(t) for t in tokens]))
-    itos = conn.recv()
-    conn.send(numericalise(tokens, itos, max_len, truncate))
-    conn.close()
-
-
-def _workers() -> int:
-    """Tokenising processes: one per usable core (at most 8), or 1 where forking is unavailable or not allowed."""
-    if "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
-        return 1  # spawned workers would re-import torch (costs more than it saves); daemons may not have children
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, 8))
-
-
-def _tokenise_all(texts: list[str], counted: list[bool], lowercase: bool, max_len: int, truncate: str,
-                  min_freq: int, max_vocab: int | None, where: Path) -> tuple[Vocab, np.ndarray, np.ndarray]:
-    """(vocab from the ``counted`` texts, [N, max_len] ids, token count of each text)."""
-    n_proc = _workers()
-    # Strided, not contiguous: train (counted) and test (not) reviews are then spread evenly.
-    chunks = [slice(i, None, n_proc) for i in range(n_proc)]
-    ctx = mp.get_context("fork") if n_proc > 1 else None
-    procs, conns = [], []
-    try:
-        for sl in chunks[1:]:  # this process does the first chunk itself
-            here, there = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(there, texts[sl], counted[sl], lowercase, max_len, truncate),
-                            daemon=True)
-            p.start()
-            there.close()
-            procs.append(p)
-            conns.append(here)
-        tokens, counts = _tokenise_and_count(texts[chunks[0]], counted[chunks[0]], lowercase)
-        lengths = np.zeros(len(texts), dtype=np.int64)
-        lengths[chunks[0]] = [len(t) for t in tokens]
-        for sl, conn in zip(chunks[1:], conns):
-            c, n = conn.recv()
-            counts.update(c)
-            lengths[sl] = n
-        vocab = Vocab.from_counts(counts, SPECIALS, max_vocab, min_freq)
-        if len(vocab) <= len(SPECIALS):
-            raise DataError(f"IMDB vocabulary from {sum(counted)} training reviews in {where} is empty with "
-                            f"min_freq={min_freq}: no token occurs that often; lower dataset.min_freq")
-        for conn in conns:
-            conn.send(vocab.itos)
-        ids = np.empty((len(texts), max_len), dtype=np.int32)
-        ids[chunks[0]] = numericalise(tokens, vocab.itos, max_len, truncate)
-        for sl, conn in zip(chunks[1:], conns):
-            ids[sl] = conn.recv()
-    except EOFError as e:
-        raise RuntimeError("an IMDB tokeniser worker process died; see its traceback above") from e
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
-    return vocab, ids, lengths
-
-
 def _build(source: Path, max_len, max_vocab, min_freq, valid_fraction, split_seed, truncate, lowercase) -> dict:
     t0 = time.perf_counter()
     log.info("IMDB: reading reviews from %s", source)
@@ -388,8 +246,16 @@ def _build(source: Path, max_len, max_vocab, min_freq, valid_fraction, split_see
     counted = [False] * len(reviews)  # the vocabulary sees the train split only, never valid or test
     for i in train_idx:
         counted[i] = True  # train reviews come first in ``reviews``
-    vocab, ids, lengths = _tokenise_all([r.text for r in reviews], counted, lowercase, max_len, truncate,
-                                        min_freq, max_vocab, source)
+
+    def make_vocab(counts: Counter) -> Vocab:
+        vocab = Vocab.from_counts(counts, SPECIALS, max_vocab, min_freq)
+        if len(vocab) <= len(SPECIALS):
+            raise DataError(f"IMDB vocabulary from {len(train_idx)} training reviews in {source} is empty with "
+                            f"min_freq={min_freq}: no token occurs that often; lower dataset.min_freq")
+        return vocab
+
+    vocab, ids, lengths = tokenise_to_ids([r.text for r in reviews], counted, lowercase, max_len, truncate,
+                                          make_vocab)
     log.info("IMDB: vocab %d words; tokens per review median %d, mean %.0f, %.0f%% longer than max_len=%d",
              len(vocab), np.median(lengths), lengths.mean(), 100 * (lengths > max_len).mean(), max_len)
 
@@ -435,24 +301,19 @@ def load_imdb(
     settings = dict(max_len=max_len, max_vocab=max_vocab, min_freq=min_freq, valid_fraction=valid_fraction,
                     split_seed=split_seed, truncate=truncate, lowercase=lowercase)
     _check_settings(**settings)
-    if not isinstance(download, bool):
-        raise ConfigError("dataset.download", download, "true or false")
+    check_bool("dataset.download", download)
 
     source = find_imdb(root)
     if source is None:
         if not download:
             raise missing_error("IMDB", root, SUBDIR, NEEDED, extra="(dataset.download=false, so not downloading)")
         source = _download(root)
-    payload = None
-    if cache:
-        key = _cache_key(source, settings)
-        name = f"imdb-{key}.pt"
-        dirs = _cache_dirs(cache_dir)
-        payload = _load_cache(dirs, name, key)
+    cached = _cache(source, settings, cache_dir) if cache else None
+    payload = cached.load() if cached else None
     if payload is None:
         payload = _build(source, **settings)
-        if cache:
-            _save_cache(dirs, name, {"key": key, **payload})
+        if cached:
+            cached.save(payload)
 
     # ids are stored as int32 to halve the file; embeddings and losses want int64
     tensors = {f"{s}_{xy}": payload[f"{s}_{xy}"].long() for s in ("train", "valid", "test") for xy in "xy"}

@@ -3,16 +3,16 @@
     pbexp-tsne <run dir> [--words 100] [--order frequency|vocab] [--impl pbexp|sklearn|barnes-hut]
                [--perplexity 30] [--seed 0] [--max-iter 1000] [--out DIR]
 
-Reads ``<run>/vocab.txt`` and ``<run>/checkpoints/best.pt`` (else ``last.pt``) and takes the
-embedding rows of N words: by default the N most frequent in the run's training split
+Reads the run's vocabulary file and its best checkpoint (else the last; see pbexp.rundir) and takes
+the embedding rows of N words: by default the N most frequent in the run's training split
 (``--order frequency``; the vocabulary itself is in order of first appearance, so its first words
-are arbitrary, often rare names), or the first N of vocab.txt (``--order vocab``). The counts come
-from the training data named by the run's ``.hydra/config.yaml``, read by the project's own
-dataset loader (never downloaded here). It then runs t-SNE with the report's settings (learning
+are arbitrary, often rare names), or the first N of the vocabulary file (``--order vocab``). The
+counts come from the training data named by the config the run was started with, read by the
+project's own dataset loader (never downloaded here). It then runs t-SNE with the report's settings (learning
 rate 30, early exaggeration 10), printing the KL divergence every 50 iterations, writes
 ``<out>/tsne_<impl>.png`` (labels on the first 1000 of the words), prints the final KL divergence
 and the iteration count, and adds the embeddings (words as metadata) to the TensorBoard projector
-under ``<out>/tb``. ``--out`` defaults to the run directory.
+in ``<out>``'s TensorBoard folder. ``--out`` defaults to the run directory.
 
 ``pbexp`` (pbexp.ops.tsne, the default) and ``sklearn`` (scikit-learn's exact method) are exact
 t-SNE, O(N^2) time and memory a step, so they take at most 2000 words; ``barnes-hut``
@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from pbexp.errors import ConfigError, DataError, PbexpError
+from pbexp.rundir import RunDir
 
 LEARNING_RATE = 30.0       # the report's settings
 EARLY_EXAGGERATION = 10.0
@@ -56,32 +57,33 @@ class _Parser(argparse.ArgumentParser):
 
 def _parse(argv) -> argparse.Namespace:
     p = _Parser(prog="pbexp-tsne", description=__doc__.split("\n")[0])
-    p.add_argument("run_dir", type=Path, help="run directory holding vocab.txt and checkpoints/")
+    p.add_argument("run_dir", type=Path, help="run directory holding the run's vocabulary file and checkpoints")
     p.add_argument("--words", type=int, default=100, help="embed N words (default 100)")
     p.add_argument("--order", default="frequency",
                    help="which N words: frequency (the most frequent in the training split, default) or vocab "
-                        "(the first N of vocab.txt)")
+                        "(the first N of the run's vocabulary file)")
     p.add_argument("--impl", default="pbexp",
                    help=f"pbexp (pbexp.ops.tsne, default) or sklearn: exact, at most {EXACT_MAX_WORDS} words; "
                         "barnes-hut: scikit-learn's Barnes-Hut approximation, any N")
     p.add_argument("--perplexity", type=float, default=30.0, help="default 30, capped at (N - 1) / 3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-iter", type=int, default=1000, help="iteration cap, at least 250 (default 1000)")
-    p.add_argument("--out", type=Path, help="folder for the PNG and the projector's tb/ (default: the run dir)")
+    p.add_argument("--out", type=Path, help="folder for the PNG and the projector's TensorBoard files "
+                                             "(default: the run dir)")
     return p.parse_args(argv)
 
 
 def load_embeddings(run_dir: Path) -> tuple[list[str], np.ndarray, Path]:
     """(vocabulary words, embedding matrix [vocab, emb], checkpoint path) of a run directory."""
-    if not run_dir.is_dir():
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
         raise DataError(f"run directory {run_dir} does not exist")
-    vocab_path = run_dir / "vocab.txt"
-    if not vocab_path.is_file():
-        raise DataError(f"{vocab_path} is missing: the run dir must hold the vocabulary, one word per line")
-    words = vocab_path.read_text(encoding="utf-8").splitlines()
-    ckpt = next((c for c in (run_dir / "checkpoints" / n for n in ("best.pt", "last.pt")) if c.is_file()), None)
+    if not run.vocab.is_file():
+        raise DataError(f"{run.vocab} is missing: the run dir must hold the vocabulary, one word per line")
+    words = run.vocab.read_text(encoding="utf-8").splitlines()
+    ckpt = run.weights()
     if ckpt is None:
-        raise DataError(f"no checkpoint in {run_dir / 'checkpoints'}: expected best.pt or last.pt")
+        raise DataError(f"no checkpoint in {run.checkpoints}: expected {run.best.name} or {run.last.name}")
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated / not a torch file / unsafe pickle: all "unusable checkpoint"
@@ -98,22 +100,23 @@ def load_embeddings(run_dir: Path) -> tuple[list[str], np.ndarray, Path]:
 
 def training_counts(run_dir: Path, words: list[str]) -> np.ndarray:
     """How often each vocabulary word occurs in the run's training split: the data named by the
-    run's .hydra/config.yaml, read by the project's dataset loader, as the model saw it."""
+    config the run was started with, read by the project's dataset loader, as the model saw it."""
     from omegaconf import OmegaConf
 
     from pbexp.config import instantiate
 
-    config = run_dir / ".hydra" / "config.yaml"
+    run = RunDir(run_dir)
+    config = run.config
     dataset = OmegaConf.load(config).get("dataset") if config.is_file() else None
     if dataset is None:
         raise DataError(f"--order frequency counts words in the run's training data, named by the dataset in "
-                        f"{config}, which is missing; use --order vocab for vocab.txt's order")
+                        f"{config}, which is missing; use --order vocab for {run.vocab.name}'s order")
     try:
         data = instantiate(dataset, download=False)  # counting words is no reason to download a corpus
     except DataError as e:
         raise DataError(f"--order frequency counts words in the run's training data: {e} Or use --order vocab.") from None
     if data.vocab.itos != words:
-        raise DataError(f"the training data named by {config} has another vocabulary than {run_dir / 'vocab.txt'}; "
+        raise DataError(f"the training data named by {config} has another vocabulary than {run.vocab}; "
                         "use --order vocab")
     ids = data.train if data.task == "lm" else data.train_x[data.train_x != data.pad_idx]  # padding is no word
     return torch.bincount(ids.flatten(), minlength=len(words)).numpy()
@@ -232,10 +235,11 @@ def plot(Y: np.ndarray, words: list[str], path: Path, title: str) -> int:
 
 
 def add_to_projector(out: Path, X: np.ndarray, words: list[str]) -> Path:
-    """Embeddings + words as metadata in the TensorBoard projector under <out>/tb."""
+    """Embeddings + words as metadata in the TensorBoard projector, in ``out``'s TensorBoard folder (the run
+    layout's, so a run dir's TensorBoard shows them beside its scalars)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    tb = out / "tb"
+    tb = RunDir(out).tb
     # A rerun replaces our previous entry (same step and tag) instead of warning about it.
     shutil.rmtree(tb / "00000" / "word_embeddings", ignore_errors=True)
     writer = SummaryWriter(str(tb))
@@ -246,7 +250,7 @@ def add_to_projector(out: Path, X: np.ndarray, words: list[str]) -> Path:
     return tb
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     try:
         args = _parse(argv)
         if args.impl not in IMPLS:
@@ -269,11 +273,11 @@ def main(argv=None) -> int:
         n = args.words
         if args.order == "frequency":
             counts = training_counts(args.run_dir, words)[:n_max]
-            chosen = np.argsort(-counts, kind="stable")[:n]  # ties keep vocab.txt's order
+            chosen = np.argsort(-counts, kind="stable")[:n]  # ties keep the vocabulary file's order
             which = f"the {n} most frequent words"
         else:
             chosen = np.arange(n)
-            which = f"the first {n} words of vocab.txt"
+            which = f"the first {n} words of {RunDir(args.run_dir).vocab.name}"
         words, X = [words[i] for i in chosen], emb[chosen]
         if not np.isfinite(X).all():
             raise DataError(f"{ckpt}: the embeddings of {which} contain NaN or inf")
