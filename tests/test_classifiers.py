@@ -115,6 +115,7 @@ BAD = [
     (GRUClassifier, 20, dict(num_layers=0), "model.num_layers"),
     (GRUClassifier, 20, dict(hidden_size=0), "model.hidden_size"),
     (GRUClassifier, 20, dict(bidirectional="yes"), "model.bidirectional"),
+    (GRUClassifier, 20, dict(emb_size=True), "model.emb_size"),  # YAML's true is no size
     (GRUClassifier, -5, {}, "dataset.max_len"),
     (CNNRNNClassifier, 20, dict(kernel_size=21), "model.kernel_size"),
     (CNNRNNClassifier, 20, dict(pool=0), "model.pool"),
@@ -124,6 +125,7 @@ BAD = [
     (FastText, 20, dict(ngrams=21), "model.ngrams"),
     (FastText, 20, dict(buckets=0), "model.buckets"),
     (FastText, 20, dict(emb_size=-3), "model.emb_size"),
+    (NBSVM, 20, dict(alpha=False), "model.alpha"),
 ]
 
 
@@ -133,6 +135,21 @@ def test_bad_sizes_raise_config_error_naming_the_key(cls, max_len, hyper, key):
         build(cls, max_len, **hyper)
     assert err.value.key == key
     assert key in str(err.value)
+
+
+@pytest.mark.parametrize("cls, max_len, hyper, message", [
+    (ReportCNN, 30, dict(kernel_size=300), "model.kernel_size=300 is not allowed: an integer in [1, 299] (the conv "
+     "runs over the embedding axis; (emb_size - kernel_size + 1) // 2 must be >= 1 with emb_size=300)"),
+    (ReportGRU, 20, dict(seq_len=30), "model.seq_len=30 is not allowed: an integer in [1, 20] (at most "
+     "dataset.max_len=20, the words the data keeps)"),
+    (GRUClassifier, 20, dict(dropout=1.0), "model.dropout=1.0 is not allowed: a number in [0, 1)"),
+    (GRUClassifier, 20, dict(bidirectional=1), "model.bidirectional=1 is not allowed: true or false"),
+    (NBSVM, 20, dict(scale=0), "model.scale=0 is not allowed: a number > 0"),
+], ids=["report-kernel", "report-seq-len", "dropout", "bidirectional", "nbsvm-scale"])
+def test_config_errors_say_key_value_and_what_is_allowed(cls, max_len, hyper, message):
+    with pytest.raises(ConfigError) as err:
+        build(cls, max_len, **hyper)
+    assert str(err.value) == message
 
 
 def test_pad_idx_outside_the_vocabulary_is_a_config_error():

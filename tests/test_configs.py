@@ -19,10 +19,11 @@ from hydra.utils import get_class, get_method
 from omegaconf import OmegaConf
 
 from pbexp.config import validate
-from pbexp.models import TASK_KINDS, build_model, model_config
+from pbexp.errors import ConfigError
+from pbexp.models import TASK_KINDS, build_model, check_overrides_apply, model_config, model_kind
 from pbexp.train import CONFIG_DIR
 
-from conftest import compose_cfg
+from helpers.configs import compose_cfg
 
 CONFIGS = Path(CONFIG_DIR)
 MODELS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
@@ -69,12 +70,13 @@ def dataset_kind(name: str) -> str:
 
 
 @functools.cache
-def model_kinds(name: str) -> set[str]:
-    """The task kinds a model config serves: its class's (a classifier's constructor takes num_classes), plus
-    any other kind configured under a key named after it (model=gru: ``clf:``)."""
+def model_kinds(name: str) -> str:
+    """The one task kind a model config serves: a classifier's constructor takes num_classes (checked here
+    independently of models.model_kind, which the builder uses)."""
     cfg = compose_cfg([f"model={name}"]).model
     own = "clf" if "num_classes" in inspect.signature(get_class(cfg._target_)).parameters else "lm"
-    return {own, *(k for k in TASK_KINDS if k in cfg)}
+    assert model_kind(cfg) == own, name
+    return own
 
 
 # ---------------------------------------------------------------- the defaults and overrides
@@ -107,13 +109,32 @@ def test_imdb_dataset_picks_classifier_defaults_but_command_line_wins():
     assert cfg.model._target_.endswith("FastText") and cfg.trainer.lr == 0.5 and cfg.trainer.optimizer == "adam"
 
 
-def test_gru_is_a_language_model_on_lm_data_and_a_classifier_on_clf_data():
-    cfg = compose_cfg(["model=gru", "model.emb_size=8", "model.hidden_size=8", "model.clf.hidden_size=6"])
-    lm = build_model(cfg.model, None, "lm", vocab_size=20)
+def test_gru_is_the_language_model_and_gru_clf_the_classifier_each_with_its_keys_at_the_top():
+    lm = build_model(compose_cfg(["model=gru", "model.emb_size=8", "model.hidden_size=8"]).model, None, "lm",
+                     vocab_size=20)
+    cfg = compose_cfg(["dataset=imdb", "model=gru_clf", "model.hidden_size=6"])
     clf = build_model(cfg.model, None, "clf", vocab_size=20, num_classes=2, max_len=10, pad_idx=0)
-    assert type(lm).__name__ == "RNNLanguageModel" and lm.cell == "GRU"
-    assert type(clf).__name__ == "GRUClassifier"
-    assert "clf" not in model_config(cfg.model, "lm") and model_config(cfg.model, "clf")["hidden_size"] == 6
+    assert type(lm).__name__ == "RNNLanguageModel" and lm.cell == "GRU" and lm.hidden_size == 8
+    assert type(clf).__name__ == "GRUClassifier" and clf.rnn.hidden_size == 6
+    assert not set(TASK_KINDS) & set(compose_cfg(["model=gru"]).model)  # no other task's config nested inside
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model=gru", "dataset=imdb"], "model='gru' is not allowed: a language model (dataset=ptb); "
+                                    "on dataset=imdb use model=gru_clf"),
+    (["model=lstm", "dataset=imdb"], "model='lstm' is not allowed: a language model (dataset=ptb); "
+                                     "on dataset=imdb use a classifier, e.g. model=cnn"),
+    (["model=gru_clf", "trainer.optimizer=adam", "trainer.lr=0.01"],
+     "model='gru_clf' is not allowed: a classifier (dataset=imdb); on dataset=ptb use model=gru"),
+], ids=["gru-on-imdb", "lstm-on-imdb", "gru_clf-on-ptb"])
+def test_a_model_of_the_other_task_is_refused_in_one_line_before_it_is_built(args, message):
+    cfg = compose_cfg(args)
+    kind = "clf" if "dataset=imdb" in args else "lm"
+    with pytest.raises(ConfigError) as err:
+        check_overrides_apply(cfg.model, kind, args)  # what train() calls, before the model is built
+    assert str(err.value) == message
+    with pytest.raises(ConfigError, match=re.escape("model._target_=")):  # the builder refuses it too
+        build_model(cfg.model, None, kind, vocab_size=20, num_classes=2, max_len=10, pad_idx=0)
 
 
 # ---------------------------------------------------------------- every model on every dataset it accepts
@@ -121,15 +142,15 @@ def test_gru_is_a_language_model_on_lm_data_and_a_classifier_on_clf_data():
 def test_the_tree_says_which_model_goes_with_which_dataset():
     # the rule the matrix below relies on, checked where the answer is known
     assert {name: dataset_kind(name) for name in ("ptb", "imdb")} == {"ptb": "lm", "imdb": "clf"}
-    assert model_kinds("lstm") == {"lm"} and model_kinds("cnn") == {"clf"} and model_kinds("gru") == {"lm", "clf"}
+    assert [model_kinds(name) for name in ("lstm", "gru", "cnn", "gru_clf")] == ["lm", "lm", "clf", "clf"]
     assert {dataset_kind(name) for name in DATASETS} == set(TASK_KINDS)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_every_model_composes_resolves_and_builds_on_every_dataset_it_accepts(name):
-    kinds = model_kinds(name)
-    datasets = [d for d in DATASETS if dataset_kind(d) in kinds]
-    assert datasets, f"model={name} serves {kinds}, which no dataset config yields"
+    kind = model_kinds(name)
+    datasets = [d for d in DATASETS if dataset_kind(d) == kind]
+    assert datasets, f"model={name} serves {kind}, which no dataset config yields"
     for dataset in datasets:
         kind = dataset_kind(dataset)
         cfg = compose_cfg([f"dataset={dataset}", f"model={name}"])

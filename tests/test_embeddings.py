@@ -8,7 +8,7 @@ from pbexp.errors import ConfigError, DataError
 from pbexp.models.embeddings import load_pretrained, read_vectors
 from pbexp.models.lm import RNNLanguageModel
 
-from conftest import SHARED_DATA
+from helpers.configs import SHARED_DATA
 
 GLOVE = "the 0.1 0.2 0.3\ncat -1 0 1.5\ndog 2 2 2\n"
 

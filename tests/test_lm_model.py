@@ -66,6 +66,9 @@ def test_tied_weights_share_one_tensor():
     (dict(dropout=-0.1), "model.dropout"),
     (dict(cell="LSTMX"), "model.cell"),
     (dict(init="zeros"), "model.init"),
+    (dict(dropout="0.1"), "model.dropout"),
+    (dict(num_layers=True), "model.num_layers"),
+    (dict(tie_weights="yes"), "model.tie_weights"),
 ])
 def test_bad_model_config_names_the_key(kwargs, key):
     with pytest.raises(ConfigError) as e:

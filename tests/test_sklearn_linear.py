@@ -11,6 +11,7 @@ import torch
 from pbexp.errors import ConfigError
 from pbexp.models.classifiers import NBSVM
 from pbexp.models.sklearn_linear import SklearnLinear
+from pbexp.rundir import RunDir
 
 WORDS = ["<pad>", "<unk>", "good", "bad", "film", "plot", "not", "great", "dull", "the"]
 
@@ -46,15 +47,16 @@ def test_nb_ratios_agree_with_nbsvms_own_counting(tmp_path: Path):
 def test_separates_a_separable_corpus_and_returns_log_probabilities(tmp_path: Path, weighting):
     x, y = corpus()
     model = SklearnLinear(len(WORDS), 2, 7, weighting=weighting, C=10.0)
-    model.fit(task_of(x, y), tmp_path)
+    model.fit(task_of(x, y), RunDir(tmp_path))  # as the trainer hands it in
     out = model(x)
     assert (out.argmax(1) == y).all()
     torch.testing.assert_close(out.exp().sum(1), torch.ones(len(y)))
-    assert (tmp_path / "checkpoints" / "sklearn.pkl").exists()
+    assert RunDir(tmp_path).artifact("sklearn.pkl").exists()
 
 
 @pytest.mark.parametrize("hyper, key", [(dict(weighting="bm25"), "model.weighting"), (dict(ngrams=0), "model.ngrams"),
-                                        (dict(C=0), "model.C"), (dict(min_df=1.5), "model.min_df")])
+                                        (dict(C=0), "model.C"), (dict(min_df=1.5), "model.min_df"),
+                                        (dict(alpha="1"), "model.alpha")])
 def test_bad_hyper_parameters_name_the_key(hyper, key):
     with pytest.raises(ConfigError, match=key):
         SklearnLinear(len(WORDS), 2, 7, **hyper)

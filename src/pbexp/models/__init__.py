@@ -1,52 +1,92 @@
-"""Model building: a model config is ``_target_`` + hyper-parameters (one class, one YAML).
+"""Model building: a model config is ``_target_`` + hyper-parameters (one class, one YAML, one task kind).
 
-A name used by both tasks (``model=gru``: a GRU language model on PTB, a GRU classifier on IMDB)
-keeps the language model's keys at the top and the other task's config under a key named after
-that task kind (``clf:``); :func:`model_config` picks the one for the dataset's task.
+A model serves one task kind: a class whose constructor takes ``num_classes`` is a classifier ("clf",
+IMDB), any other a language model ("lm", PTB). A name picked for the other kind's dataset is refused
+before the model is built (``model=gru`` is the GRU language model; on IMDB the GRU is ``model=gru_clf``).
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from pbexp.config import instantiate
+from pbexp.data.vocab import Vocab
 from pbexp.errors import ConfigError
 from pbexp.models import word2vec
 from pbexp.models.embeddings import load_pretrained
+from pbexp.models.self_trained import SelfTrainedModel
 
+TaskKind = Literal["lm", "clf"]
+TASK_KINDS: tuple[TaskKind, ...] = ("lm", "clf")
 # Keys handled here, not by the model's constructor.
 BUILDER_KEYS = ("pretrained", "freeze_embeddings")
 # Keys of a model config that the trainer config reads (trainer/lm.yaml: optimizer and lr from model.recipe).
 TRAINER_KEYS = ("recipe",)
-TASK_KINDS = ("lm", "clf")
+# For the message that refuses a model on the other kind's dataset: (what it is, its dataset, a model to name).
+KIND_WORDS = {"lm": ("a language model", "ptb", "lstm"), "clf": ("a classifier", "imdb", "cnn")}
+# model=gru served both kinds until issue 14 split it: a user who still picks it on IMDB is pointed at its twin.
+TWINS = {"gru": "gru_clf", "gru_clf": "gru"}
 
 
-def model_config(model_cfg: DictConfig, kind: str) -> dict:
-    """The plain dict of the model config for a task kind (``_target_`` + constructor keys + builder keys)."""
-    cfg = OmegaConf.to_container(model_cfg, resolve=True)
-    if kind in cfg and isinstance(cfg[kind], dict):
-        cfg = cfg[kind]
-    return {k: v for k, v in cfg.items() if k not in TASK_KINDS + TRAINER_KEYS}
+def model_kind(model_cfg: DictConfig | dict) -> TaskKind | None:
+    """The task kind a model config serves (its class's constructor says); None when ``_target_`` names no
+    class (instantiate then reports it)."""
+    try:
+        cls = get_class(str(model_cfg["_target_"]))
+    except (KeyError, ImportError, ValueError):
+        return None
+    return "clf" if "num_classes" in inspect.signature(cls).parameters else "lm"
 
 
-def check_overrides_apply(model_cfg: DictConfig, kind: str, overrides: list[str]) -> None:
-    """A name used by both tasks reads ``model.<kind>.*`` on the other task, so ``model.hidden_size=32`` there
-    would change nothing: an error, not a silent no-op."""
-    if kind not in model_cfg:
+def check_task_kind(model_cfg: DictConfig | dict, kind: TaskKind, name: str | None = None) -> None:
+    """Refuse a model of the other task kind, in one line naming the model (``name``: its config name, when
+    known), what it is and what to pick instead."""
+    own = model_kind(model_cfg)
+    if own is None or own == kind:
         return
+    what, dataset, _ = KIND_WORDS[own]
+    other, other_dataset, example = KIND_WORDS[kind]
+    instead = f"model={TWINS[name]}" if name in TWINS else f"{other}, e.g. model={example}"
+    key, value = ("model", name) if name else ("model._target_", model_cfg["_target_"])
+    raise ConfigError(key, value, f"{what} (dataset={dataset}); on dataset={other_dataset} use {instead}")
+
+
+def check_overrides_apply(model_cfg: DictConfig, kind: TaskKind, overrides: Iterable[str]) -> None:
+    """What train() checks before building: the model the run picked serves the dataset's task kind. The
+    name in the message is the ``model=`` override, else Hydra's choice for the group."""
+    name = None
     for item in overrides:
-        key, _, value = item.lstrip("+~").partition("=")
-        if key.startswith("model.") and not key.startswith(f"model.{kind}."):
-            rest = key[len("model."):]
-            raise ConfigError(key, value, f"model.{kind}.{rest}=...: on this dataset the model is configured "
-                                          f"under model.{kind} (or pick the {kind} model by its own name)")
+        key, sep, value = item.lstrip("+~").partition("=")
+        if sep and key == "model":
+            name = value
+    if name is None:
+        try:
+            name = HydraConfig.get().runtime.choices.get("model")
+        except ValueError:  # not under Hydra (train() called directly)
+            pass
+    check_task_kind(model_cfg, kind, name)
 
 
-def build_model(model_cfg: DictConfig, vocab, kind: str = "lm", training_sentences=None, seed: int = 0,
-                **task_kwargs):
-    """Instantiate the model with the sizes the task knows (vocab size, classes, ...), then load
-    pretrained embeddings if asked: a GloVe-format file, or ``word2vec`` (vectors trained on
+def model_config(model_cfg: DictConfig, kind: TaskKind) -> dict[str, Any]:
+    """The plain dict of a model config (``_target_`` + constructor keys + builder keys) for a task kind;
+    ConfigError for a model of the other kind."""
+    check_task_kind(model_cfg, kind)
+    cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    return {k: v for k, v in cfg.items() if k not in TRAINER_KEYS}
+
+
+def build_model(model_cfg: DictConfig, vocab: Vocab | None, kind: TaskKind = "lm",
+                training_sentences: Callable[[], list[torch.Tensor]] | None = None, seed: int = 0,
+                **task_kwargs: int) -> torch.nn.Module | SelfTrainedModel:
+    """Instantiate the model with the sizes the task knows (``task.model_kwargs()``: vocab size, classes, ...),
+    then load pretrained embeddings if asked: a GloVe-format file, or ``word2vec`` (vectors trained on
     ``training_sentences()``, the training split only)."""
     cfg = model_config(model_cfg, kind)
     extra = {k: cfg.pop(k, None) for k in BUILDER_KEYS}

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pbexp.checks import check_bool, check_choice, check_int, check_number, is_int
 from pbexp.errors import ConfigError
 
 POOLINGS = ("max", "mean", "last")
@@ -28,29 +29,26 @@ POOLINGS = ("max", "mean", "last")
 
 # ---------------------------------------------------------------- config checks
 
-def _check_int(key: str, value, low: int = 1, high: int | None = None, why: str = "") -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
-    if not ok:
-        allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise ConfigError(key, value, allowed + (f" ({why})" if why else ""))
+def _check_task(vocab_size, num_classes, max_len, pad_idx) -> None:
+    """What the dataset hands in (not model keys, but a bad dataset config should fail here, clearly)."""
+    check_int("vocab_size", vocab_size)
+    check_int("num_classes", num_classes)
+    check_int("dataset.max_len", max_len)
+    check_int("pad_idx", pad_idx, 0, vocab_size - 1,
+              allowed=f"an integer in [0, {vocab_size - 1}] (an index into the vocabulary)")
 
 
 def _check_dropout(value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ConfigError("model.dropout", value, "a number in [0, 1)")
+    check_number("model.dropout", value, 0, 1, high_open=True)
 
 
-def _check_choice(key: str, value, choices) -> None:
-    if isinstance(value, bool) != isinstance(choices[0], bool) or value not in choices:
-        raise ConfigError(key, value, f"one of {list(choices)}")
-
-
-def _check_task(vocab_size, num_classes, max_len, pad_idx) -> None:
-    """What the dataset hands in (not model keys, but a bad dataset config should fail here, clearly)."""
-    _check_int("vocab_size", vocab_size)
-    _check_int("num_classes", num_classes)
-    _check_int("dataset.max_len", max_len)
-    _check_int("pad_idx", pad_idx, 0, vocab_size - 1, "an index into the vocabulary")
+def _check_rnn(hidden_size, num_layers, bidirectional, dropout, pooling) -> None:
+    """The keys of the GRU part that GRUClassifier and CNNRNNClassifier share."""
+    check_int("model.hidden_size", hidden_size)
+    check_int("model.num_layers", num_layers)
+    check_bool("model.bidirectional", bidirectional)
+    _check_dropout(dropout)
+    check_choice("model.pooling", pooling, POOLINGS)
 
 
 def _report_seq_len(seq_len, max_len) -> int:
@@ -58,8 +56,24 @@ def _report_seq_len(seq_len, max_len) -> int:
     review. None means all ``max_len``. More than the dataset provides is an error, not silent padding."""
     if seq_len is None:
         return max_len
-    _check_int("model.seq_len", seq_len, 1, max_len, f"at most dataset.max_len={max_len} (the words the data keeps)")
+    check_int("model.seq_len", seq_len, 1, max_len,
+              allowed=f"an integer in [1, {max_len}] (at most dataset.max_len={max_len}, the words the data keeps)")
     return seq_len
+
+
+def _check_report_conv(emb_size, channels, kernel_size, pooled: str) -> None:
+    """The report's conv runs over the embedding axis, then max-pools by 2: ``pooled`` must stay >= 1."""
+    check_int("model.emb_size", emb_size, 2,
+              allowed="an integer >= 2 (the conv slides over it and max-pools by 2)")
+    check_int("model.channels", channels)
+    check_int("model.kernel_size", kernel_size, 1, emb_size - 1,
+              allowed=f"an integer in [1, {emb_size - 1}] (the conv runs over the embedding axis; {pooled} "
+                      f"must be >= 1 with emb_size={emb_size})")
+
+
+def _check_ngrams(ngrams, max_len) -> None:
+    check_int("model.ngrams", ngrams, 1, max_len,
+              allowed=f"an integer in [1, {max_len}] (the longest word n-gram; 1 = words only)")
 
 
 # ---------------------------------------------------------------- shared pieces for the working models
@@ -115,12 +129,8 @@ class ReportCNN(nn.Module):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         self.seq_len = max_len = _report_seq_len(seq_len, max_len)
-        _check_int("model.emb_size", emb_size, 2, why="the conv slides over it and max-pools by 2")
-        _check_int("model.channels", channels)
-        _check_int("model.hidden_size", hidden_size)
-        _check_int("model.kernel_size", kernel_size, 1, emb_size - 1,
-                   f"the conv runs over the embedding axis; (emb_size - kernel_size + 1) // 2 must be >= 1 "
-                   f"with emb_size={emb_size}")
+        _check_report_conv(emb_size, channels, kernel_size, "(emb_size - kernel_size + 1) // 2")
+        check_int("model.hidden_size", hidden_size)
         self.flat_features = channels * ((emb_size - kernel_size + 1) // 2)
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx)
         self.conv1 = nn.Conv1d(max_len, channels, kernel_size)  # in_channels = max_len: words as channels
@@ -149,9 +159,9 @@ class ReportGRU(nn.Module):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         self.seq_len = max_len = _report_seq_len(seq_len, max_len)
-        _check_int("model.emb_size", emb_size)
-        _check_int("model.hidden_size", hidden_size)
-        _check_int("model.fc_size", fc_size)
+        check_int("model.emb_size", emb_size)
+        check_int("model.hidden_size", hidden_size)
+        check_int("model.fc_size", fc_size)
         self.flat_features = max_len * hidden_size
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx)
         self.rnn = nn.GRU(emb_size, hidden_size, bias=False, batch_first=True)
@@ -181,13 +191,9 @@ class ReportCNNRNN(nn.Module):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         self.seq_len = max_len = _report_seq_len(seq_len, max_len)
-        _check_int("model.emb_size", emb_size, 2, why="the conv slides over it and max-pools by 2")
-        _check_int("model.channels", channels)
-        _check_int("model.hidden_size", hidden_size)
-        _check_int("model.fc_size", fc_size)
-        _check_int("model.kernel_size", kernel_size, 1, emb_size - 1,
-                   f"the conv runs over the embedding axis; the GRU input size (emb_size - kernel_size + 1) // 2 "
-                   f"must be >= 1 with emb_size={emb_size}")
+        _check_report_conv(emb_size, channels, kernel_size, "the GRU input size (emb_size - kernel_size + 1) // 2")
+        check_int("model.hidden_size", hidden_size)
+        check_int("model.fc_size", fc_size)
         self.rnn_input_size = (emb_size - kernel_size + 1) // 2
         self.flat_features = channels * hidden_size
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx)
@@ -221,12 +227,11 @@ class CNNClassifier(nn.Module):
                  widths=(3, 4, 5), filters: int = 100, dropout: float = 0.5):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
-        _check_int("model.emb_size", emb_size)
-        _check_int("model.filters", filters)
+        check_int("model.emb_size", emb_size)
+        check_int("model.filters", filters)
         _check_dropout(dropout)
         widths = list(widths) if isinstance(widths, Sequence) and not isinstance(widths, str) else widths
-        if not isinstance(widths, list) or not widths or not all(
-                isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= max_len for w in widths):
+        if not isinstance(widths, list) or not widths or not all(is_int(w) and 1 <= w <= max_len for w in widths):
             raise ConfigError("model.widths", widths, f"a non-empty list of filter widths in [1, max_len={max_len}]")
         self.pad_idx, self.max_width = pad_idx, max(widths)
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx)
@@ -259,12 +264,8 @@ class GRUClassifier(nn.Module):
                  pooling: str = "max"):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
-        _check_int("model.emb_size", emb_size)
-        _check_int("model.hidden_size", hidden_size)
-        _check_int("model.num_layers", num_layers)
-        _check_choice("model.bidirectional", bidirectional, (True, False))
-        _check_dropout(dropout)
-        _check_choice("model.pooling", pooling, POOLINGS)
+        check_int("model.emb_size", emb_size)
+        _check_rnn(hidden_size, num_layers, bidirectional, dropout, pooling)
         self.pad_idx, self.pooling, self.dirs = pad_idx, pooling, 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx)
         self.drop = nn.Dropout(dropout)
@@ -294,15 +295,13 @@ class CNNRNNClassifier(nn.Module):
                  num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.3, pooling: str = "max"):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
-        _check_int("model.emb_size", emb_size)
-        _check_int("model.channels", channels)
-        _check_int("model.kernel_size", kernel_size, 1, max_len, "a filter no wider than the input")
-        _check_int("model.pool", pool, 1, max_len, "the max-pool factor over time, at most the input length")
-        _check_int("model.hidden_size", hidden_size)
-        _check_int("model.num_layers", num_layers)
-        _check_choice("model.bidirectional", bidirectional, (True, False))
-        _check_dropout(dropout)
-        _check_choice("model.pooling", pooling, POOLINGS)
+        check_int("model.emb_size", emb_size)
+        check_int("model.channels", channels)
+        check_int("model.kernel_size", kernel_size, 1, max_len,
+                  allowed=f"an integer in [1, {max_len}] (a filter no wider than the input)")
+        check_int("model.pool", pool, 1, max_len,
+                  allowed=f"an integer in [1, {max_len}] (the max-pool factor over time, at most the input length)")
+        _check_rnn(hidden_size, num_layers, bidirectional, dropout, pooling)
         self.pad_idx, self.kernel_size, self.pool = pad_idx, kernel_size, pool
         self.pooling, self.dirs = pooling, 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx)
@@ -359,9 +358,9 @@ class FastText(nn.Module):
                  ngrams: int = 2, buckets: int = 500_000, sparse: bool = False):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
-        _check_int("model.emb_size", emb_size)
-        _check_int("model.ngrams", ngrams, 1, max_len, "the longest word n-gram; 1 = words only")
-        _check_int("model.buckets", buckets)
+        check_int("model.emb_size", emb_size)
+        _check_ngrams(ngrams, max_len)
+        check_int("model.buckets", buckets)
         self.pad_idx, self.ngrams, self.buckets = pad_idx, ngrams, buckets
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx, sparse=sparse)
         self.ngram_embedding = nn.Embedding(buckets, emb_size, sparse=sparse) if ngrams > 1 else None
@@ -434,13 +433,11 @@ class NBSVM(nn.Module):
                  max_features: int = 1_000_000, alpha: float = 1.0, nb_weight: float = 0.0, scale: float = 10.0):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
-        _check_int("model.ngrams", ngrams, 1, max_len, "the longest word n-gram; 1 = words only")
-        _check_int("model.max_features", max_features)
-        for key, value in (("alpha", alpha), ("scale", scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"model.{key}", value, "a number > 0")
-        if isinstance(nb_weight, bool) or not isinstance(nb_weight, (int, float)):
-            raise ConfigError("model.nb_weight", nb_weight, "a number (0: no naive-Bayes prior)")
+        _check_ngrams(ngrams, max_len)
+        check_int("model.max_features", max_features)
+        check_number("model.alpha", alpha, 0, low_open=True)
+        check_number("model.scale", scale, 0, low_open=True)
+        check_number("model.nb_weight", nb_weight, allowed="a number (0: no naive-Bayes prior)")
         self.pad_idx, self.vocab_size, self.ngrams = pad_idx, vocab_size, ngrams
         self.alpha, self.nb_weight, self.scale = alpha, nb_weight, scale
         self.weight = nn.Embedding(max_features, num_classes)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from pathlib import Path
 
 import torch
 
-from pbexp.errors import ConfigError, Diverged, PbexpError
+from pbexp.checks import check_choice, check_int, check_number
+from pbexp.errors import Diverged, PbexpError
 from pbexp.models.self_trained import SelfTrainedModel
 
 log = logging.getLogger(__name__)
+LOSSES = ("softmax", "hs", "ns")
 
 
 class FastTextLib(SelfTrainedModel):
@@ -28,12 +29,9 @@ class FastTextLib(SelfTrainedModel):
                  min_count: int = 1, loss: str = "softmax", threads: int = 2, seed: int = 0):
         for key, value in (("dim", dim), ("epoch", epoch), ("word_ngrams", word_ngrams), ("bucket", bucket),
                            ("min_count", min_count), ("threads", threads)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"model.{key}", value, "a positive integer")
-        if not lr > 0:
-            raise ConfigError("model.lr", lr, "a number > 0")
-        if loss not in ("softmax", "hs", "ns"):
-            raise ConfigError("model.loss", loss, "one of ['softmax', 'hs', 'ns']")
+            check_int(f"model.{key}", value)
+        check_number("model.lr", lr, 0, low_open=True)
+        check_choice("model.loss", loss, LOSSES)
         super().__init__(num_classes, pad_idx)
         self.params = dict(dim=dim, epoch=epoch, lr=lr, wordNgrams=word_ngrams, bucket=bucket, minCount=min_count,
                            loss=loss, thread=threads, seed=seed, verbose=0)
@@ -44,14 +42,14 @@ class FastTextLib(SelfTrainedModel):
         """trainer.num_threads, honoured by fastText's own loop."""
         self.params["thread"] = n
 
-    def fit(self, task, run_dir: Path) -> None:
+    def fit(self, task, run_dir: str | os.PathLike) -> None:
         try:
             import fasttext
         except ImportError as e:
             raise PbexpError("model=fasttext_lib needs the fastText library: pip install 'pbexp[fasttext]'") from e
         self.itos = task.data.vocab.itos
         x, y = task.splits["train"]
-        fd, path = tempfile.mkstemp(dir=run_dir, prefix="fasttext-train.", suffix=".txt")
+        fd, path = tempfile.mkstemp(dir=os.fspath(run_dir), prefix="fasttext-train.", suffix=".txt")
         try:
             # fastText reads the file in order with one pass per epoch: shuffle it (the split is sorted).
             order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.params["seed"]))
@@ -69,8 +67,7 @@ class FastTextLib(SelfTrainedModel):
                                "on very small data fastText also needs model.epoch >= 5") from e
         finally:
             os.unlink(path)
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        self.ft.save_model(str(run_dir / "checkpoints" / "fasttext.bin"))
+        self.ft.save_model(str(self.artifact(run_dir, "fasttext.bin")))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of each class, [B, num_classes], in class-index order."""

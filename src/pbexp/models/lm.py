@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pbexp.checks import check_bool, check_choice, check_int, check_number
 from pbexp.errors import ConfigError
 
 CELLS = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN}
@@ -70,16 +71,13 @@ class RNNLanguageModel(nn.Module):
 
 def check_lm_config(vocab_size, cell, emb_size, hidden_size, num_layers, dropout, tie_weights, init) -> None:
     """Raise ConfigError for values the model cannot be built with, before any tensor is made."""
-    if cell not in CELLS:
-        raise ConfigError("model.cell", cell, f"one of {sorted(CELLS)}")
-    if init not in INITS:
-        raise ConfigError("model.init", init, f"one of {list(INITS)}")
+    check_choice("model.cell", cell, sorted(CELLS))
+    check_choice("model.init", init, INITS)
     for key, value in (("model.emb_size", emb_size), ("model.hidden_size", hidden_size),
-                       ("model.num_layers", num_layers), ("vocab size", vocab_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(key, value, "a positive integer")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ConfigError("model.dropout", dropout, "a number in [0, 1)")
+                       ("model.num_layers", num_layers), ("vocab_size", vocab_size)):
+        check_int(key, value)
+    check_number("model.dropout", dropout, 0, 1, high_open=True)
+    check_bool("model.tie_weights", tie_weights)
     if tie_weights and emb_size != hidden_size:
         raise ConfigError("model.tie_weights", tie_weights,
                           f"only with model.emb_size == model.hidden_size (got {emb_size} and {hidden_size})")

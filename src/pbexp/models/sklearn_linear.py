@@ -10,12 +10,13 @@ It trains itself (liblinear, one thread; see ``self_trained``) and reads the dat
 from __future__ import annotations
 
 import logging
+import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from pbexp.checks import check_choice, check_int, check_number
 from pbexp.errors import ConfigError
 from pbexp.models.self_trained import SelfTrainedModel
 
@@ -26,16 +27,13 @@ WEIGHTINGS = ("nb", "tfidf")
 class SklearnLinear(SelfTrainedModel):
     def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, weighting: str = "nb",
                  ngrams: int = 2, min_df: int = 1, C: float = 1.0, alpha: float = 1.0):
-        if weighting not in WEIGHTINGS:
-            raise ConfigError("model.weighting", weighting, f"one of {list(WEIGHTINGS)}")
+        check_choice("model.weighting", weighting, WEIGHTINGS)
         if weighting == "nb" and num_classes != 2:
             raise ConfigError("model.weighting", weighting, f"tfidf: nb ratios need 2 classes, the data has {num_classes}")
-        for key, value in (("ngrams", ngrams), ("min_df", min_df)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"model.{key}", value, "a positive integer")
-        for key, value in (("C", C), ("alpha", alpha)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"model.{key}", value, "a number > 0")
+        check_int("model.ngrams", ngrams)
+        check_int("model.min_df", min_df)
+        check_number("model.C", C, 0, low_open=True)
+        check_number("model.alpha", alpha, 0, low_open=True)
         super().__init__(num_classes, pad_idx)
         self.weighting, self.ngrams, self.min_df, self.C, self.alpha = weighting, ngrams, min_df, C, alpha
         self.vectorizer = self.classifier = self.ratio = None
@@ -44,7 +42,7 @@ class SklearnLinear(SelfTrainedModel):
         out = self.vectorizer.transform(self.lines(x))
         return out.multiply(self.ratio).tocsr() if self.ratio is not None else out
 
-    def fit(self, task, run_dir: Path) -> None:
+    def fit(self, task, run_dir: str | os.PathLike) -> None:
         from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
@@ -66,8 +64,7 @@ class SklearnLinear(SelfTrainedModel):
         # dual liblinear: the fast solver when features outnumber examples, as here
         self.classifier = LogisticRegression(C=self.C, solver="liblinear", dual=True, max_iter=1000)
         self.classifier.fit(features, labels)
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        with open(run_dir / "checkpoints" / "sklearn.pkl", "wb") as f:
+        with open(self.artifact(run_dir, "sklearn.pkl"), "wb") as f:
             pickle.dump({"vectorizer": self.vectorizer, "ratio": self.ratio, "classifier": self.classifier}, f)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
