@@ -1,19 +1,21 @@
 """Train every IMDB classifier on the real data, one real ``pbexp-train`` run after another, and print
-a markdown table of what each run measured (read from its results.json), plus the exact command of each run.
+a markdown table of what each run measured (read from its run dir's results, pbexp.rundir.RunDir), plus the
+exact command of each run.
 
-    .venv/bin/python benches/imdb_models.py                              # cnn, gru, cnn_rnn, fasttext, defaults
-    .venv/bin/python benches/imdb_models.py --models gru --override trainer.epochs=2
-    .venv/bin/python benches/imdb_models.py --override gru:trainer.epochs=2 --report-settings
+    .venv/bin/python benches/imdb_models.py                              # cnn, gru_clf, cnn_rnn, fasttext, defaults
+    .venv/bin/python benches/imdb_models.py --models gru_clf --override trainer.epochs=2
+    .venv/bin/python benches/imdb_models.py --override gru_clf:trainer.epochs=2 --report-settings
     .venv/bin/python benches/imdb_models.py --models report_gru --override dataset.max_len=400 --out outputs/x
 
---models         comma-separated model names (default: the working ones: cnn,gru,cnn_rnn,fasttext)
+--models         comma-separated model names (default: the working ones: cnn,gru_clf,cnn_rnn,fasttext;
+                 model=gru is the GRU language model, not a classifier)
 --report-settings  also run the report's literal models (report_cnn, report_gru, report_cnn_rnn)
                  A report model (added so or named in --models) always gets the report's input length,
                  dataset.max_len=30 (report_cnn, report_gru) or 50 (report_cnn_rnn), unless --override sets it
 --override K=V   extra Hydra override for every run (repeatable); MODEL:K=V applies to that model only.
                  Per key the last wins: report setting < global --override < MODEL: --override
 --out DIR        output root (default outputs/bench_imdb); each run goes to DIR/<model>
---reuse          a run dir that already holds a completed results.json is read, not rerun (marked
+--reuse          a run dir that already holds a completed run's results is read, not rerun (marked
                  "reused"); an unfinished one is resumed by pbexp-train. Without --reuse or --fresh an
                  existing run dir is an error, so numbers are never mixed up silently
 --fresh          delete an existing DIR/<model> before its run
@@ -27,7 +29,7 @@ Runs are sequential (one training at a time: the 2-core box is shared). SIGTERM/
 the running training, which saves a checkpoint; rerun with --reuse to go on from there. The data comes from
 $PBEXP_DATA_MIRROR, set to ../shared/data next to the repo when unset and that folder exists.
 
-Columns: ``wall s`` is results.json's ``wall_s`` (training epochs + per-epoch validation + the final
+Columns: ``wall s`` is the results' ``wall_s`` (training epochs + per-epoch validation + the final
 test pass and checkpoint writes, without process start and data loading); ``proc s`` is the whole subprocess as timed here;
 ``s/epoch`` and ``examples/s`` are the last epoch's training-loop figures (``perf/*``); valid acc is the
 best epoch's (its weights are the ones tested); precision/recall/F1 are macro averages over the classes.
@@ -37,7 +39,6 @@ Wall times depend on what else runs on the box: the load average before each run
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -47,8 +48,10 @@ import sys
 import time
 from pathlib import Path
 
+from pbexp.rundir import RunDir
+
 REPO = Path(__file__).resolve().parents[1]
-WORKING = ["cnn", "gru", "cnn_rnn", "fasttext"]
+WORKING = ["cnn", "gru_clf", "cnn_rnn", "fasttext"]
 # The report's literal models with the input length the report used for each (report.txt, Problem 5.3/5.4).
 REPORT = {"report_cnn": ["dataset.max_len=30"], "report_gru": ["dataset.max_len=30"],
           "report_cnn_rnn": ["dataset.max_len=50"]}
@@ -134,13 +137,6 @@ def data_env(threads: int | None) -> dict:
     return env
 
 
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def show_cmd(run: dict, env: dict) -> str:
     cmd = [Path(run["cmd"][0]).relative_to(REPO).as_posix() if Path(run["cmd"][0]).is_relative_to(REPO)
            else run["cmd"][0], *run["cmd"][1:]]
@@ -172,7 +168,7 @@ def run_child(cmd: list[str], env: dict) -> int:
 
 def execute(run: dict, args: argparse.Namespace, env: dict) -> None:
     d = run["dir"]
-    done = read_json(d / "results.json")
+    done = RunDir(d).read_results()
     if d.exists() and any(d.iterdir()):
         if args.fresh:
             shutil.rmtree(d)
@@ -181,7 +177,7 @@ def execute(run: dict, args: argparse.Namespace, env: dict) -> None:
             print(f"[imdb_models] {run['model']}: reusing the completed run in {d}", flush=True)
             return
         elif args.reuse:
-            run["resumed"] = True  # pbexp-train continues from checkpoints/last.pt: its wall_s covers the rest only
+            run["resumed"] = True  # pbexp-train continues from the last checkpoint: its wall_s covers the rest only
             print(f"[imdb_models] {run['model']}: resuming the unfinished run in {d}", flush=True)
         else:
             sys.exit(f"imdb_models: {d} already exists; pass --reuse (read/resume it) or --fresh (delete it), "
@@ -191,28 +187,19 @@ def execute(run: dict, args: argparse.Namespace, env: dict) -> None:
     t = time.perf_counter()
     rc = run_child(run["cmd"], env)
     run.update(rc=rc, proc_s=time.perf_counter() - t, load=load, reused=False,
-               results=read_json(d / "results.json") or {"status": f"no results.json (exit {rc})"})
+               results=RunDir(d).read_results() or {"status": f"no {RunDir(d).results.name} (exit {rc})"})
     print(f"[imdb_models] {run['model']}: exit {rc} after {run['proc_s']:.0f} s", flush=True)
 
 
 def curve(run_dir: Path) -> str:
-    """valid acc per epoch, from metrics.jsonl: '0.62 0.81 0.85'."""
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return ""
-    recs = [json.loads(x) for x in lines if x.strip()]
-    return " ".join(f"{r['valid/acc']:.3f}" for r in recs if "valid/acc" in r)
+    """valid acc per epoch, from the run's epoch records: '0.62 0.81 0.85'."""
+    return " ".join(f"{r['valid/acc']:.3f}" for r in RunDir(run_dir).read_metrics() if "valid/acc" in r)
 
 
 def losses(run_dir: Path) -> str:
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return ""
-    recs = [json.loads(x) for x in lines if x.strip()]
+    """train loss / valid loss per epoch, from the run's epoch records: '0.69/0.61 0.52/0.48'."""
     return " ".join(f"{r.get('train/loss', float('nan')):.3f}/{r.get('valid/loss', float('nan')):.3f}"
-                    for r in recs)
+                    for r in RunDir(run_dir).read_metrics())
 
 
 def fmt(v, spec: str) -> str:
@@ -234,7 +221,7 @@ def table(runs: list[dict], env: dict, target: float) -> str:
             fmt(r.get("proc_s"), ".0f"), fmt(res.get("perf/epoch_s"), ".1f"), fmt(res.get("perf/examples_per_s"), ".0f"),
             fmt(res.get("valid/acc"), ".4f"), fmt(res.get("test/acc"), ".4f"), fmt(res.get("test/precision"), ".4f"),
             fmt(res.get("test/recall"), ".4f"), fmt(res.get("test/f1"), ".4f"), status]) + " |")
-    out = ["\n".join(rows), "", "Learning curves (metrics.jsonl): valid acc per epoch; train loss / valid loss per epoch", ""]
+    out = ["\n".join(rows), "", "Learning curves (epoch records): valid acc per epoch; train loss / valid loss per epoch", ""]
     for r in runs:
         out.append(f"- {r['model']}: valid acc {curve(r['dir']) or '-'}; loss {losses(r['dir']) or '-'}")
     out += ["", "Commands (run from the repo root, one after another):", ""]

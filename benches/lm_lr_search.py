@@ -2,7 +2,7 @@
 
 Every (cell, lr) pair is a real ``pbexp-train`` run of ``--steps`` optimiser steps on the real data, two
 runs at a time with one thread each; the script prints one table: the training perplexity over those
-steps (results.json's train/ppl), the validation perplexity after them, or how the run diverged. The
+steps (train/ppl in the run's results), the validation perplexity after them, or how the run diverged. The
 recipes in configs/model/*.yaml were chosen from its output: one notch below the largest lr that
 survived, for a margin over whole epochs.
 
@@ -17,7 +17,6 @@ Run dirs go to ``--out`` (default outputs/lr_search/<cell>_lr<lr>); an existing 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -25,6 +24,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from pbexp.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -40,7 +41,8 @@ def run_one(cell, lr, args):
     t = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     secs = time.perf_counter() - t
-    res = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
+    run = RunDir(run_dir)
+    res = run.read_results() or {"status": f"no {run.results.name}"}
     return cell, lr, res, secs
 
 
@@ -63,7 +65,7 @@ def main(argv=None):
     print("| cell | lr | train ppl (mean of the steps) | valid ppl | status | s |\n|---|---|---|---|---|---|", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         for cell, lr, res, secs in pool.map(lambda cl: run_one(*cl, args), pairs):
-            status = res.get("status", "no results.json")
+            status = res.get("status", "?")
             train = res.get("train/ppl")
             valid = res.get("valid/ppl")
             err = res.get("error", "")[:60]

@@ -4,6 +4,10 @@ Both train the same model (same initial weights) on the same real batches; they 
 ``--repeats`` times, ``--steps`` steps each, and the script prints the speed of each and the median
 ratio pbexp / plain (goal >= 1.0; >= 0.98 counts as equal on this noisy machine).
 
+pbexp's side runs with the trainer config composed from configs/ (trainer=lm, or trainer=clf through
+dataset=imdb), batch size and bptt included; only what the plain loop must match is overridden (optimizer,
+lr, clip, no momentum, weight decay or schedule, no checkpoints) and the step budget.
+
     python benches/lm_throughput.py                   # Zaremba small LM: 2x200, batch 20, bptt 35
     python benches/lm_throughput.py --case medium     # Zaremba medium LM: 2x650 (large: 2x1500)
     python benches/lm_throughput.py --case cnn        # IMDB CNN classifier, batch 64 (examples/s)
@@ -18,11 +22,12 @@ import os
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 
+from pbexp.config import CONFIG_DIR, validate
 from pbexp.training.logger import RunLogger
 from pbexp.training.tasks import ClassificationTask, LMTask, batchify, detach_hidden
 from pbexp.training.trainer import Trainer
@@ -30,10 +35,17 @@ from pbexp.training.trainer import Trainer
 LM_SIZES = {"small": (200, 0.0, 1.0), "medium": (650, 0.5, 1.0), "large": (1500, 0.65, 1.0)}  # hidden, dropout, lr
 
 
-def trainer_cfg(steps, lr, clip, optimizer, amp):
-    return SimpleNamespace(optimizer=optimizer, lr=lr, momentum=0.0, weight_decay=0.0, clip=clip, schedule="none",
-                           epochs=1, max_steps=steps, limit_batches=0, max_minutes=0, log_every=200,
-                           checkpoint_every=0, amp=amp, compile=False)
+def trainer_cfg(task_overrides, steps, lr, clip, optimizer, amp):
+    """The ``trainer`` node pbexp-train would run with (configs/train.yaml and ``task_overrides``), set to what
+    the plain loop does: ``optimizer`` at ``lr`` without momentum or weight decay, clipping at ``clip``
+    (0: none), a constant lr, ``steps`` steps, no checkpoints."""
+    overrides = [*task_overrides, f"trainer.optimizer={optimizer}", f"trainer.lr={lr}", f"trainer.clip={clip}",
+                 "trainer.momentum=0.0", "trainer.weight_decay=0.0", "trainer.schedule=none", "trainer.epochs=1",
+                 f"trainer.max_steps={steps}", "trainer.checkpoint_every=0", f"trainer.amp={amp}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    validate(cfg)
+    return cfg.trainer
 
 
 def sync(device):
@@ -96,22 +108,23 @@ def case_lm(name, args, tmp):
     from pbexp.models.lm import RNNLanguageModel
     data = load_ptb(args.data, download=False)
     hidden, dropout, lr = LM_SIZES[name]
-    bs, bptt = 20, 35
+    cfg = trainer_cfg(["model=lstm"], args.steps, lr, 0.25, "sgd", args.amp)
+    bs, bptt = cfg.batch_size, cfg.bptt
     dev = torch.device(args.device)
     base = RNNLanguageModel(len(data.vocab), "LSTM", hidden, hidden, 2, dropout=dropout).to(dev)
     train = batchify(data.train, bs).to(dev)
     for r in range(args.repeats):
         start = (r * args.steps) % (train.size(0) // bptt - args.steps)
         yield (lambda: plain_lm(copy.deepcopy(base), train, args.steps, bptt, lr, 0.25, start * bptt),
-               lambda: pbexp_run(copy.deepcopy(base), LMTask(data, bs, bptt, device=dev),
-                                 trainer_cfg(args.steps, lr, 0.25, "sgd", args.amp), start, 0, tmp))
+               lambda: pbexp_run(copy.deepcopy(base), LMTask(data, bs, bptt, device=dev), cfg, start, 0, tmp))
 
 
 def case_cnn(args, tmp):
     from pbexp.data.imdb import load_imdb
     from pbexp.models.classifiers import CNNClassifier
     data = load_imdb(args.data, download=False)
-    bs = 64
+    cfg = trainer_cfg(["dataset=imdb", "model=cnn"], args.steps, 1e-3, 0.0, "adam", args.amp)
+    bs = cfg.batch_size
     dev = torch.device(args.device)
     base = CNNClassifier(len(data.vocab), 2, data.max_len).to(dev)
     for r in range(args.repeats):
@@ -121,8 +134,7 @@ def case_cnn(args, tmp):
         x, y = data.train_x[order].to(dev), data.train_y[order].to(dev)
         yield (lambda: plain_clf(copy.deepcopy(base), x[:args.steps * bs], y[:args.steps * bs], args.steps, bs,
                                  1e-3, -1),
-               lambda: pbexp_run(copy.deepcopy(base), task, trainer_cfg(args.steps, 1e-3, 0.0, "adam", args.amp),
-                                 0, r, tmp))
+               lambda: pbexp_run(copy.deepcopy(base), task, cfg, 0, r, tmp))
 
 
 def run_case(name, args):

@@ -13,10 +13,11 @@ import sys
 import pytest
 import torch
 
+from pbexp.rundir import RunDir
 from pbexp.train import main
 
-from conftest import TINY_LM, write_tiny_ptb
-from test_imdb_data import write_archive, write_tree
+from helpers.configs import TINY_LM
+from helpers.data import write_archive, write_tiny_ptb, write_tree
 
 CLF_BASE = ["dataset=imdb", "dataset.download=false", "dataset.max_len=12", "trainer.epochs=1",
             "trainer.batch_size=4"]
@@ -67,7 +68,7 @@ def _different_shape_checkpoint(d, run):
     root = _ptb(d)
     assert main_in_process([*TINY_LM, f"dataset.root={root}", "trainer.max_steps=2", "trainer.epochs=1",
                             "trainer.checkpoint_every=1", f"hydra.run.dir={run}"], expect_exit=False) == 0
-    (run / "results.json").unlink()  # an unfinished run of another shape
+    RunDir(run).results.unlink()  # an unfinished run of another shape
     return [f"dataset.root={root}", "model.hidden_size=24"]
 
 
@@ -135,8 +136,8 @@ CASES = [
     ("unknown-choice", lambda d: [f"dataset.root={_ptb(d)}", "model=foo"], "Available options in 'model': cnn"),
     ("bad-override-syntax", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lr=[1"], "override 'trainer.lr=[1'"),
     ("bad-sweep-value", lambda d: ["-m", f"dataset.root={_ptb(d)}", "model=lstm,foo"], "Could not find 'model/foo'"),
-    ("lm-key-on-imdb", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=gru", "model.hidden_size=32"],
-     "model.clf.hidden_size=..."),
+    ("lm-on-imdb", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=gru", "model.hidden_size=32"],
+     "model='gru' is not allowed: a language model (dataset=ptb); on dataset=imdb use model=gru_clf"),
     ("fasttext-lib-max-steps", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=fasttext_lib",
                                           "trainer.max_steps=5"], "trainer.max_steps"),
     ("unknown-preset", lambda d: [f"dataset.root={_ptb(d)}", "experiment=layers", "preset=gpu"], "['quick', 'cpu', 'full']"),
@@ -158,8 +159,8 @@ def main_in_process(args, expect_exit=True) -> int:
 def seed_run_dir(run):
     """What an earlier attempt left in the run directory; none of it may change."""
     run.mkdir(parents=True, exist_ok=True)
-    files = {run / "results.json": json.dumps({"status": "failed", "error": "earlier"}),
-             run / "metrics.jsonl": '{"epoch": 1}\n', run / "notes.txt": "mine"}
+    files = {RunDir(run).results: json.dumps({"status": "failed", "error": "earlier"}),
+             RunDir(run).metrics: '{"epoch": 1}\n', run / "notes.txt": "mine"}
     for path, text in files.items():
         path.write_text(text)
     return files
@@ -185,7 +186,7 @@ def test_bad_input_fails_cleanly(case, tmp_path, capsys, monkeypatch):
     assert "Traceback" not in err
     for path, text in files.items():
         assert path.read_text() == text, f"{path.name} was overwritten"
-    assert not (run / "checkpoints").exists() and not (run / "tb").exists()
+    assert not RunDir(run).checkpoints.exists() and not RunDir(run).tb.exists()
 
 
 def test_model_without_a_recipe_for_the_task_fails_cleanly(tmp_path, capsys, monkeypatch):
@@ -195,7 +196,7 @@ def test_model_without_a_recipe_for_the_task_fails_cleanly(tmp_path, capsys, mon
     code = main_in_process([f"dataset.root={_ptb(tmp_path)}", "model=cnn", f"hydra.run.dir={tmp_path / 'run'}"])
     lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert code == 2 and len(lines) == 1 and "set trainer.optimizer=..." in lines[0], lines
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not RunDir(tmp_path / "run").checkpoints.exists()
 
 
 class _Crafted:  # a pickle that would run code if it were unpickled in full
@@ -205,23 +206,22 @@ class _Crafted:  # a pickle that would run code if it were unpickled in full
 
 def test_unreadable_checkpoint_without_fallback_stops_and_deletes_nothing(tmp_path, capsys, monkeypatch):
     """It restarted at step 0 and deleted the run's TensorBoard events."""
-    import torch
     monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
     run = tmp_path / "run"
     args = [*TINY_LM, f"dataset.root={_ptb(tmp_path)}", "trainer.max_steps=2", "trainer.epochs=1",
             "trainer.checkpoint_every=1", f"hydra.run.dir={run}"]
     assert main_in_process(args) == 0
-    (run / "results.json").unlink()  # an unfinished run with checkpoints and events
-    ckpt_dir = run / "checkpoints"
-    (ckpt_dir / "last.prev.pt").unlink(missing_ok=True)
-    torch.save({"model": _Crafted()}, ckpt_dir / "last.pt")
-    before = {p: p.read_bytes() for p in [*run.rglob("events.out.tfevents.*"), ckpt_dir / "last.pt"]}
+    rd = RunDir(run)
+    rd.results.unlink()  # an unfinished run with checkpoints and events
+    rd.last.with_suffix(".prev.pt").unlink(missing_ok=True)
+    torch.save({"model": _Crafted()}, rd.last)
+    before = {p: p.read_bytes() for p in [*rd.tb_events(), rd.last]}
     assert any("tfevents" in p.name for p in before)
     capsys.readouterr()
     code = main_in_process(args)
     captured = capsys.readouterr()
     lines = [l for l in captured.err.splitlines() if l.strip()]
-    assert code == 2 and len(lines) == 1 and "last.pt" in lines[0] and "nothing was changed" in lines[0], lines
+    assert code == 2 and len(lines) == 1 and rd.last.name in lines[0] and "nothing was changed" in lines[0], lines
     assert "weights_only=False" not in captured.err + captured.out and "pwned" not in captured.out
     assert {p: p.read_bytes() for p in before} == before
 
@@ -230,22 +230,22 @@ def test_checkpoint_of_another_shape_fails_cleanly(tmp_path, capsys, monkeypatch
     monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
     run = tmp_path / "run"
     args = [*TINY_LM, *_different_shape_checkpoint(tmp_path, run)]
-    before = (run / "checkpoints" / "last.pt").read_bytes()
-    provenance = {p: p.read_bytes() for p in (run / ".hydra").iterdir()}
+    before = RunDir(run).last.read_bytes()
+    provenance = {p: p.read_bytes() for p in RunDir(run).hydra.iterdir()}
     capsys.readouterr()
     # The run dir's own config says it was started otherwise: refused before Hydra rewrites anything.
     code = main_in_process([*args, f"hydra.run.dir={run}"])
     lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert code == 2 and len(lines) == 1 and "was started with another config" in lines[0], lines
     assert "model.hidden_size: 16 -> 24" in lines[0] and "trainer.max_steps: 2 -> 0" in lines[0]
-    assert {p: p.read_bytes() for p in (run / ".hydra").iterdir()} == provenance
+    assert {p: p.read_bytes() for p in RunDir(run).hydra.iterdir()} == provenance
     # Without that record, the checkpoint's shapes still stop it.
     for p in provenance:
         p.unlink()
     code = main_in_process([*args, f"hydra.run.dir={run}"])
     err = capsys.readouterr().err
     assert code == 2 and "different shape" in err and "Traceback" not in err
-    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    assert RunDir(run).last.read_bytes() == before
 
 
 def test_continuing_with_other_threads_or_device_is_allowed(tmp_path, monkeypatch):
@@ -254,10 +254,10 @@ def test_continuing_with_other_threads_or_device_is_allowed(tmp_path, monkeypatc
     args = [*TINY_LM, f"dataset.root={_ptb(tmp_path)}", "trainer.max_steps=2", "trainer.epochs=1",
             f"hydra.run.dir={run}"]
     assert main_in_process(args) == 0
-    (run / "results.json").unlink()
-    saved = (run / ".hydra" / "config.yaml").read_bytes()
+    RunDir(run).results.unlink()
+    saved = RunDir(run).config.read_bytes()
     assert main_in_process([*args, "trainer.num_threads=1", "trainer.device=cpu"]) == 0
-    assert (run / ".hydra" / "config.yaml").read_bytes() == saved  # the record of how it was started stays
+    assert RunDir(run).config.read_bytes() == saved  # the record of how it was started stays
 
 
 def test_unwritable_output_folder(tmp_path, capsys):
@@ -291,4 +291,4 @@ def test_interrupt_before_the_first_checkpoint_says_so(tmp_path, capsys, monkeyp
     code = main_in_process([*TINY_LM, f"dataset.root={_ptb(tmp_path)}", f"hydra.run.dir={run}"])
     err = capsys.readouterr().err
     assert code == 130 and "before the first checkpoint; nothing to resume" in err and "saved" not in err
-    assert not (run / "checkpoints").exists()
+    assert not RunDir(run).checkpoints.exists()

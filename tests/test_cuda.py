@@ -6,7 +6,7 @@ import torch
 
 from pbexp.train import train
 
-from conftest import TINY_LM, compose_cfg
+from helpers.configs import TINY_LM, compose_cfg
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")]

@@ -1,7 +1,6 @@
 """Data parallel with 2 CPU processes (gloo) through torchrun: one DDP step equals one single-process
-step on the concatenated batch, for the LM and for a classifier; results.json is written once."""
+step on the concatenated batch, for the LM and for a classifier; the results are written once."""
 
-import json
 import re
 import subprocess
 import sys
@@ -9,10 +8,12 @@ import sys
 import pytest
 import torch
 
+from pbexp.rundir import RunDir
 from pbexp.training import checkpoint as ckpt
 
-from conftest import TINY_LM, cli_env, free_port, run_cli
-from test_imdb_data import write_archive, write_tree
+from helpers.cli import cli_env, free_port, run_cli
+from helpers.configs import TINY_LM, compose_cfg
+from helpers.data import write_archive, write_tree
 
 
 def torchrun(args, cwd, nproc=2):
@@ -40,15 +41,14 @@ def one_step(tmp_path, args, name, distributed, default_run_dir=False):
         made = sorted((cwd / "outputs" / "runs").glob("*/*"))
         assert len(made) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d/ddp_\S+", made[0].relative_to(made[0].parents[1]).as_posix()), made
         run = made[0]
-    return run, ckpt.load(run / "checkpoints" / "last.pt")["model"]
+    return RunDir(run), ckpt.load(RunDir(run).last)["model"]
 
 
 def initial_weights(args):
     """The model exactly as train() builds it before the first step (same seed, same order)."""
-    from conftest import compose_cfg
     from pbexp.config import instantiate
     from pbexp.models import build_model
-    from pbexp.train import seed_everything
+    from pbexp.training.runtime import seed_everything
     from pbexp.training.tasks import build_task
     cfg = compose_cfg(args)
     seed_everything(cfg.seed, True)
@@ -79,18 +79,18 @@ def test_ddp_step_equals_single_process_step_on_the_whole_batch(tmp_path, tiny_p
     # The step changed the weights, so this compares two trained models, not two initial ones.
     init = initial_weights([a for a in args if not a.startswith("hydra.")])
     assert any(not torch.equal(init[k], single[k]) for k in init)
-    results = json.loads((run_ddp / "results.json").read_text())
+    results = run_ddp.read_results()
     assert results["status"] == "completed" and results["steps"] == 1
     # Each process took its share: together they saw exactly the single process's batch, not twice it.
     unit = "tokens" if kind == "lm" else "examples"
-    assert results[f"train/{unit}"] == json.loads((run_one / "results.json").read_text())[f"train/{unit}"] > 0
-    assert len(list((run_ddp / "tb").glob("events.out.tfevents.*"))) == 1  # only rank 0 logs
+    assert results[f"train/{unit}"] == run_one.read_results()[f"train/{unit}"] > 0
+    assert len(run_ddp.tb_events()) == 1  # only rank 0 logs
     if kind == "clf":  # hydra.run.dir was given: no default folder (ddp_<id> or timestamped) appears beside it
         assert not list(tmp_path.glob("outputs/runs/*/*")), list(tmp_path.glob("outputs/runs/*/*"))
 
 
 def test_torchrun_launches_on_different_ports_get_different_default_run_dirs(tmp_path, monkeypatch):
-    from pbexp.train import _prepare_argv
+    from pbexp.cli import _prepare_argv
     monkeypatch.chdir(tmp_path)
     run_dirs = []
     for port in ("29500", "29501"):  # what torchrun --master_port=<port> puts in rank 0's environment

@@ -15,8 +15,7 @@ import pbexp.data.ptb as ptb
 from pbexp.data import locate
 from pbexp.errors import DataError
 
-from conftest import read_ptb_reference, write_tiny_ptb
-from test_imdb_data import tiny_reviews, write_archive, write_tree
+from helpers.data import read_ptb_reference, tiny_reviews, write_archive, write_tiny_ptb, write_tree
 
 
 @pytest.fixture(autouse=True)

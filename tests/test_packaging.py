@@ -1,6 +1,5 @@
 """A built wheel carries configs/ (as pbexp.configs) and trains from a folder that knows nothing of the repo."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,9 +7,10 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from conftest import TINY_LM, write_tiny_ptb
+from pbexp.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.configs import REPO, TINY_LM
+from helpers.data import write_tiny_ptb
 
 
 def run(args, **kw):
@@ -20,11 +20,11 @@ def run(args, **kw):
 
 
 def test_wheel_ships_the_configs_and_trains_outside_the_repository(tmp_path):
-    run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+    run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path / "dist")], cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("pbexp-*.whl")
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("pbexp/configs/")}
-    expected = {f"pbexp/configs/{p.relative_to(ROOT / 'configs').as_posix()}" for p in (ROOT / "configs").rglob("*.yaml")}
+    expected = {f"pbexp/configs/{p.relative_to(REPO / 'configs').as_posix()}" for p in (REPO / "configs").rglob("*.yaml")}
     assert expected and expected <= shipped
 
     # A fresh virtualenv with the wheel; its dependencies come from this venv's site-packages through a .pth
@@ -47,5 +47,5 @@ def test_wheel_ships_the_configs_and_trains_outside_the_repository(tmp_path):
     data = write_tiny_ptb(tmp_path / "data" / "ptb").parent
     run([fresh / "bin" / "pbexp-train", *TINY_LM, f"dataset.root={data}", "trainer.max_steps=20", "trainer.epochs=0",
          "hydra.run.dir=run"], cwd=elsewhere, env=env)
-    results = json.loads((elsewhere / "run" / "results.json").read_text())
+    results = RunDir(elsewhere / "run").read_results()
     assert results["status"] == "completed" and results["steps"] == 20

@@ -6,7 +6,8 @@ from pbexp.data.ptb import load_ptb
 from pbexp.errors import DataError
 from pbexp.training.tasks import LMTask, batchify
 
-from conftest import SHARED_DATA, read_ptb_reference
+from helpers.configs import SHARED_DATA
+from helpers.data import read_ptb_reference
 
 
 def test_vocab_from_train_in_first_appearance_order(tmp_path):

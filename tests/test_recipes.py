@@ -15,7 +15,7 @@ from pbexp.training.logger import RunLogger
 from pbexp.training.tasks import build_task
 from pbexp.training.trainer import Trainer
 
-from conftest import compose_cfg
+from helpers.configs import compose_cfg
 
 MIRROR = os.environ.get("PBEXP_DATA_MIRROR", "")
 needs_ptb = pytest.mark.skipif(not (Path(MIRROR) / "ptb" / "ptb.train.txt").is_file(),

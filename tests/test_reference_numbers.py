@@ -1,4 +1,4 @@
-"""The numbers in results.json recomputed independently from what a run leaves behind.
+"""The numbers in a run's results recomputed independently from what a run leaves behind.
 
 A tiny LM and a tiny classifier are trained through the real code (``pbexp.train.train``); then the best
 checkpoint's weights are loaded into plain ``torch.nn`` modules, the data is read from the text files
@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
+from pbexp.rundir import RunDir
 from pbexp.train import train
 from pbexp.training.metrics import classification_metrics
 
-from conftest import TINY_LM, compose_cfg, read_ptb_reference
-from test_imdb_data import write_tree
+from helpers.configs import TINY_LM, compose_cfg
+from helpers.data import read_ptb_reference, write_tree
 
 
 # ---------------------------------------------------------------- language model
@@ -74,13 +75,13 @@ def examples_evaluate(model: PlainLSTMLM, source: torch.Tensor, bptt: int) -> fl
 
 def test_lm_valid_and_test_perplexity_match_an_independent_recomputation(tiny_ptb, tmp_path):
     bptt, eval_bsz = 8, 5
-    run = tmp_path / "run"
+    run = RunDir(tmp_path / "run")
     results = train(compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", f"trainer.eval_batch_size={eval_bsz}"]), run)
 
     itos, ids = read_ptb_reference(tiny_ptb / "ptb")
     # vocab.txt is the training words in order of first appearance, so ids mean the same on both sides
-    assert (run / "vocab.txt").read_text(encoding="utf-8").splitlines() == itos
-    model = PlainLSTMLM(torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"])
+    assert run.vocab.read_text(encoding="utf-8").splitlines() == itos
+    model = PlainLSTMLM(torch.load(run.best, weights_only=True)["model"])
     # The sizes were picked so that both splits end in a short bptt window and valid has a ragged tail
     # (tokens that do not fill a column): counting either wrongly changes the number.
     assert len(ids["valid"]) % eval_bsz
@@ -148,9 +149,9 @@ def test_classifier_metrics_match_sklearn_on_an_independent_forward_pass(tmp_pat
                        "trainer.lr=0.05", f"trainer.eval_batch_size={eval_bsz}", "trainer.log_every=5"])
     results = train(cfg, run)
 
-    itos = (run / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    itos = RunDir(run).vocab.read_text(encoding="utf-8").splitlines()
     stoi = {w: i for i, w in enumerate(itos)}
-    model = PlainKimCNN(torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"], stoi["<pad>"])
+    model = PlainKimCNN(torch.load(RunDir(run).best, weights_only=True)["model"], stoi["<pad>"])
 
     def predict(items):
         """(labels, logits) of (label, text) pairs: head max_len words, unknown words -> <unk>."""

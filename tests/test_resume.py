@@ -1,7 +1,7 @@
 """Runs that survive: SIGKILL at several points (epoch boundaries included), or SIGTERM / SIGINT, then
 rerun the same command: bit-identical results to an uninterrupted run.
 
-Kill points are placed from the uninterrupted run's own metrics.jsonl (when each epoch ends, which
+Kill points are placed from the uninterrupted run's own epoch records (when each epoch ends, which
 epochs improved, when the lr dropped), not from hand-counted step numbers, and each kill is checked to
 have landed where it was meant to before the run is resumed."""
 
@@ -16,9 +16,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pbexp.rundir import RunDir
 from pbexp.training import checkpoint as ckpt
 
-from conftest import TINY_LM, cli_env, run_cli
+from helpers.cli import cli_env, run_cli
+from helpers.configs import TINY_LM
+from helpers.data import write_tiny_ptb
 
 METRICS = ("train/loss", "train/ppl", "valid/loss", "valid/ppl", "test/loss", "test/ppl", "steps", "epochs")
 CHECKPOINT_EVERY = 7
@@ -41,11 +44,12 @@ def tb_steps(tb_dir):
 
 
 def read_records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    """Every epoch line as written (not RunDir.read_metrics, which would hide an epoch logged twice)."""
+    return [json.loads(line) for line in RunDir(run_dir).metrics.read_text().splitlines()]
 
 
 class Timeline:
-    """When things happen in the uninterrupted run, from its metrics.jsonl, and so where a kill lands."""
+    """When things happen in the uninterrupted run, from its epoch records, and so where a kill lands."""
 
     def __init__(self, records):
         self.end = {r["epoch"]: r["step"] for r in records}  # the step each epoch ends at
@@ -55,14 +59,15 @@ class Timeline:
             if r["valid/ppl"] < best:
                 best = r["valid/ppl"]
                 self.improved.add(r["epoch"])
-        # Every checkpoint write in order, as faults' checkpoint:N counts them: last.pt every
-        # CHECKPOINT_EVERY steps inside an epoch, then at an epoch's end best.pt (if valid improved), last.pt.
+        # Every checkpoint write in order, as faults' checkpoint:N counts them ("last", "best": RunDir's
+        # names of the files): the last checkpoint every CHECKPOINT_EVERY steps inside an epoch, then at an
+        # epoch's end the best one (if valid improved) and the last one.
         self.writes, start = [], 1
         for e in sorted(self.end):
-            self.writes += [("last.pt", s) for s in range(start, self.end[e]) if s % CHECKPOINT_EVERY == 0]
+            self.writes += [("last", s) for s in range(start, self.end[e]) if s % CHECKPOINT_EVERY == 0]
             if e in self.improved:
-                self.writes.append(("best.pt", self.end[e]))
-            self.writes.append(("last.pt", self.end[e]))
+                self.writes.append(("best", self.end[e]))
+            self.writes.append(("last", self.end[e]))
             start = self.end[e] + 1
 
     @property
@@ -74,12 +79,12 @@ class Timeline:
         return self.end[epoch - 1] + 1 if epoch > 1 else 1
 
     def writing(self, file, step):
-        """The kill spec for the middle of writing ``file`` at ``step``."""
+        """The kill spec for the middle of writing ``file`` ("last" or "best") at ``step``."""
         return f"checkpoint:{self.writes.index((file, step)) + 1}"
 
     def after_kill(self, spec):
-        """(step of the checkpoint a rerun resumes from or None, epochs in metrics.jsonl, epoch in best.pt
-        or None) on disk after a kill at ``spec``, given the run had got at least that far before."""
+        """(step of the checkpoint a rerun resumes from or None, epochs in the epoch records, epoch of the
+        best checkpoint or None) on disk after a kill at ``spec``, given the run had got at least that far before."""
         kind, n = spec.split(":")
         if kind == "step":  # the step's own checkpoint (if any) comes after the kill point
             done = [w for w in self.writes if w[1] < int(n)]
@@ -87,16 +92,16 @@ class Timeline:
         else:  # the n-th write is cut; its epoch's metrics line (if at an epoch end) is written before it
             done = self.writes[:int(n) - 1]
             epochs = [e for e, s in self.end.items() if s <= self.writes[int(n) - 1][1]]
-        saved = [s for f, s in done if f == "last.pt"]
-        best = [e for e, s in self.end.items() if ("best.pt", s) in done]
+        saved = [s for f, s in done if f == "last"]
+        best = [e for e, s in self.end.items() if ("best", s) in done]
         return (max(saved) if saved else None), sorted(epochs), (max(best) if best else None)
 
 
 @dataclass
 class Reference:
     root: Path  # the data root
-    results: dict  # results.json
-    records: list  # metrics.jsonl
+    results: dict  # RunDir.read_results()
+    records: list  # the epoch records
     steps: dict  # TensorBoard tag -> steps
     run_dir: Path
     timeline: Timeline
@@ -105,7 +110,6 @@ class Reference:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """One uninterrupted run (module-scoped: every kill case compares against it)."""
-    from conftest import write_tiny_ptb
     tmp = tmp_path_factory.mktemp("ref")
     root = write_tiny_ptb(tmp / "data" / "ptb").parent
     proc = run([*ARGS, f"dataset.root={root}"], tmp, tmp / "run")
@@ -113,34 +117,33 @@ def reference(tmp_path_factory):
     records = read_records(tmp / "run")
     timeline = Timeline(records)
     # What the boundary cases rely on; if a change in torch or the data moves the numbers, pick another lr.
-    # It must also improve after the drop, so that best.pt (and valid/test in results.json) comes from an
+    # It must also improve after the drop, so that the best checkpoint (and valid/test in the results) comes from an
     # epoch trained at the lowered lr.
     drop = timeline.lr_drop_epoch
     assert drop is not None and drop < max(timeline.end) and drop + 1 in timeline.improved, (
         f"the reference run should lower the lr before its last epoch and improve after it: {records}")
-    return Reference(root, json.loads((tmp / "run" / "results.json").read_text()), records,
-                     tb_steps(tmp / "run" / "tb"), tmp / "run", timeline)
+    return Reference(root, RunDir(tmp / "run").read_results(), records, tb_steps(RunDir(tmp / "run").tb),
+                     tmp / "run", timeline)
 
 
 def resume_point(run_dir):
     """The step of the checkpoint a rerun would resume from (None: it starts over)."""
-    state = ckpt.load_latest(run_dir / "checkpoints" / "last.pt")
+    state = ckpt.load_latest(RunDir(run_dir).last)
     return None if state is None else state["step"]
 
 
 def logged_epochs(run_dir):
-    path = run_dir / "metrics.jsonl"
-    return [r["epoch"] for r in read_records(run_dir)] if path.exists() else []
+    return [r["epoch"] for r in read_records(run_dir)] if RunDir(run_dir).metrics.exists() else []
 
 
 def best_epoch(run_dir):
-    path = run_dir / "checkpoints" / "best.pt"
+    path = RunDir(run_dir).best
     return ckpt.load(path)["epoch"] if path.exists() else None
 
 
 def assert_same_as_reference(ref, run_dir):
     """Bit-identical to the uninterrupted run: results, every epoch's record, the weights, TensorBoard."""
-    results = json.loads((run_dir / "results.json").read_text())
+    results = RunDir(run_dir).read_results()
     for key in METRICS:
         assert results[key] == ref.results[key], key
     records = read_records(run_dir)
@@ -148,10 +151,10 @@ def assert_same_as_reference(ref, run_dir):
     for got, want in zip(records, ref.records):  # perf/* are timings, the rest must match exactly
         assert {k: v for k, v in got.items() if not k.startswith("perf/")} == \
                {k: v for k, v in want.items() if not k.startswith("perf/")}, f"epoch {want['epoch']}"
-    for name in ("best.pt", "last.pt"):
-        got, want = (ckpt.load(d / "checkpoints" / name)["model"] for d in (run_dir, ref.run_dir))
-        assert all(torch.equal(got[k], want[k]) for k in want), f"{name} weights differ"
-    steps = tb_steps(run_dir / "tb")
+    for name in ("best", "last"):
+        got, want = (ckpt.load(getattr(RunDir(d), name))["model"] for d in (run_dir, ref.run_dir))
+        assert all(torch.equal(got[k], want[k]) for k in want), f"{name} checkpoint's weights differ"
+    steps = tb_steps(RunDir(run_dir).tb)
     for tag in ("valid/ppl", "test/ppl", "perf/epoch_s", "opt/lr"):
         assert len(steps[tag]) == len(set(steps[tag])), f"{tag} has a step twice: {steps[tag]}"
     for tag in ("valid/ppl", "train/loss", "opt/lr"):
@@ -179,23 +182,24 @@ KILLS = [
     pytest.param((lambda t: [f"step:{t.first_step(t.lr_drop_epoch + 1)}"]),
                  id="just-after-the-epoch-end-that-lowered-the-lr"),
     # Slow: more of the same, and the other moments of an epoch's end. There is no kill point between
-    # best.pt's rename, the lr step and the rotation of last.pt; on disk they are one state, reached by
-    # killing inside the end-of-epoch last.pt write (metrics line, best.pt and lr step already done).
+    # the best checkpoint's rename, the lr step and the rotation of the last one; on disk they are one state,
+    # reached by killing inside the end-of-epoch write of the last checkpoint (metrics line, best checkpoint
+    # and lr step already done).
     pytest.param(mid_epoch(1), id="mid-epoch-1", marks=slow),
     pytest.param((lambda t: ["step:7"]), id="on-the-first-checkpoint-step-before-its-write", marks=slow),
     pytest.param((lambda t: ["checkpoint:1"]), id="inside-the-first-checkpoint-write", marks=slow),
     pytest.param((lambda t: ["checkpoint:5"]), id="inside-the-5th-checkpoint-write", marks=slow),
     pytest.param((lambda t: [f"step:{t.first_step(2)}"]), id="just-after-epoch-1-ended", marks=slow),
     pytest.param((lambda t: [f"step:{t.end[1]}"]), id="after-the-last-step-of-epoch-1", marks=slow),
-    pytest.param((lambda t: [t.writing("last.pt", t.end[1])]), id="just-after-best.pt-of-epoch-1",
+    pytest.param((lambda t: [t.writing("last", t.end[1])]), id="just-after-the-best-checkpoint-of-epoch-1",
                  marks=slow),
-    pytest.param((lambda t: [t.writing("last.pt", t.end[t.lr_drop_epoch])]),
+    pytest.param((lambda t: [t.writing("last", t.end[t.lr_drop_epoch])]),
                  id="just-after-the-plateau-lr-step", marks=slow),
-    # The rerun of a run killed after its epoch-1 metrics line truncates metrics.jsonl, then dies at once
-    # (its landing check sees the truncated file); the next rerun must still log every epoch once.
-    pytest.param((lambda t: [t.writing("last.pt", t.end[1]),
-                                  f"step:{t.after_kill(t.writing('last.pt', t.end[1]))[0] + 1}"]),
-                 id="just-after-the-metrics.jsonl-truncation", marks=slow),
+    # The rerun of a run killed after its epoch-1 metrics line truncates the epoch records, then dies at
+    # once (its landing check sees the truncated file); the next rerun must still log every epoch once.
+    pytest.param((lambda t: [t.writing("last", t.end[1]),
+                             f"step:{t.after_kill(t.writing('last', t.end[1]))[0] + 1}"]),
+                 id="just-after-the-epoch-records-truncation", marks=slow),
 ]
 
 
@@ -207,10 +211,10 @@ def test_sigkill_then_rerun_gives_identical_results(reference, tmp_path, kills):
     for spec in kills(t):
         killed = run(args, tmp_path, run_dir, PBEXP_KILL_AT=spec)
         assert killed.returncode == -9, f"{spec}: {killed.stderr[-1000:]}"
-        assert not (run_dir / "results.json").exists()
+        assert not RunDir(run_dir).results.exists()
         # The kill landed where it was meant to (or the case would test another moment than it names).
         resume_from, epochs, best = t.after_kill(spec)
-        best_on_disk = max(filter(None, (best_on_disk, best)), default=None)  # an earlier kill's best.pt stays
+        best_on_disk = max(filter(None, (best_on_disk, best)), default=None)  # an earlier kill's best checkpoint stays
         assert (resume_point(run_dir), logged_epochs(run_dir), best_epoch(run_dir)) == \
                (resume_from, epochs, best_on_disk), spec
     resumed = run(args, tmp_path, run_dir)
@@ -220,26 +224,27 @@ def test_sigkill_then_rerun_gives_identical_results(reference, tmp_path, kills):
 
 def test_completed_run_rerun_does_nothing(reference, tmp_path):
     # A copy of the reference run (completed) rerun with the same command: nothing it produced changes.
-    run_dir = tmp_path / "run"
-    shutil.copytree(reference.run_dir, run_dir)
+    run_dir = RunDir(tmp_path / "run")
+    shutil.copytree(reference.run_dir, run_dir.path)
     def products():
-        return {p: p.read_bytes() for p in [run_dir / "results.json", run_dir / "metrics.jsonl",
-                                            *(run_dir / "checkpoints").iterdir(), *(run_dir / "tb").iterdir()]}
+        return {p: p.read_bytes() for p in [run_dir.results, run_dir.metrics, *run_dir.checkpoints.iterdir(),
+                                            *run_dir.tb.iterdir()]}
     before = products()
-    again = run([*ARGS, f"dataset.root={reference.root}"], tmp_path, run_dir)
+    again = run([*ARGS, f"dataset.root={reference.root}"], tmp_path, run_dir.path)
     assert again.returncode == 0 and "already complete" in again.stdout
     assert products() == before
 
 
 def test_corrupt_last_checkpoint_falls_back_to_previous(reference, tmp_path):
-    # The reference run as if killed after its final checkpoint but before results.json (one process
-    # instead of a killed one and a rerun), then last.pt truncated: the rerun must take last.prev.pt.
+    # The reference run as if killed after its final checkpoint but before its results (one process
+    # instead of a killed one and a rerun), then the last checkpoint truncated: the rerun must take the
+    # one before it (checkpoint.save_rotating keeps it as <stem>.prev.pt).
     run_dir = tmp_path / "run"
     shutil.copytree(reference.run_dir, run_dir)
-    (run_dir / "results.json").unlink()
-    last = run_dir / "checkpoints" / "last.pt"
+    RunDir(run_dir).results.unlink()
+    last = RunDir(run_dir).last
     last.write_bytes(last.read_bytes()[:100])
-    prev_step = ckpt.load(run_dir / "checkpoints" / "last.prev.pt")["step"]
+    prev_step = ckpt.load(last.with_suffix(".prev.pt"))["step"]
     assert prev_step < reference.results["steps"]  # so the rerun has steps to redo
     resumed = run([*ARGS, f"dataset.root={reference.root}"], tmp_path, run_dir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -263,8 +268,8 @@ def test_signal_saves_a_checkpoint_and_prints_the_resume_command(reference, tmp_
     stopped = run(args, tmp_path, run_dir, PBEXP_KILL_AT=f"step:{step}", PBEXP_KILL_SIGNAL=sig)
     assert stopped.returncode == 130, f"{sig} at step {step} did not stop the run: {stopped.stderr[-2000:]}"
     assert "Resume with: pbexp-train" in stopped.stderr and f"hydra.run.dir={run_dir}" in stopped.stderr
-    assert not (run_dir / "results.json").exists()
-    assert ckpt.load(run_dir / "checkpoints" / "last.pt")["step"] == step  # stopped after that very step
+    assert not RunDir(run_dir).results.exists()
+    assert ckpt.load(RunDir(run_dir).last)["step"] == step  # stopped after that very step
     resumed = run(args, tmp_path, run_dir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_as_reference(reference, run_dir)

@@ -4,10 +4,12 @@ import json
 
 import pytest
 
+from pbexp.rundir import RunDir
 from pbexp.train import train
 from pbexp.training.tasks import LMTask
 
-from conftest import compose_cfg, TINY_LM
+from helpers.cli import cli_env, run_cli
+from helpers.configs import TINY_LM, compose_cfg
 
 
 def scripted_valid_ppl(monkeypatch, values):
@@ -28,11 +30,11 @@ def test_early_stop_after_patience_epochs_without_a_better_valid(tiny_ptb, tmp_p
     with caplog.at_level("INFO", logger="pbexp"):
         results = train(cfg, tmp_path / "run")
     # 39.5 at epoch 4 is the last improvement; epochs 5 and 6 do not improve: stop after 6, never reach 7's 10.0
-    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [json.loads(line)["epoch"] for line in RunDir(tmp_path / "run").metrics.read_text().splitlines()]
     assert epochs == [1, 2, 3, 4, 5, 6]
     assert results["stopped_early"] is True and results["epochs"] == 6 and results["valid/ppl"] == 39.5
     assert "early stop after epoch 6: valid ppl has not improved for 2 epochs (best 39.5)" in caplog.text
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["stopped_early"] is True
+    assert RunDir(tmp_path / "run").read_results()["stopped_early"] is True
 
 
 def test_without_patience_every_epoch_runs(tiny_ptb, tmp_path, monkeypatch):
@@ -58,13 +60,13 @@ def test_init_from_a_run_starts_from_its_best_weights(finished_run, tiny_ptb, tm
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=1", "trainer.lr=1e-9",
                        f"trainer.init_from={run_a}"])
     train(cfg, tmp_path / "b")
-    a = ckpt.load(run_a / "checkpoints" / "best.pt")["model"]
-    b = ckpt.load(tmp_path / "b" / "checkpoints" / "best.pt")["model"]
+    a = ckpt.load(RunDir(run_a).best)["model"]
+    b = ckpt.load(RunDir(tmp_path / "b").best)["model"]
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0)
     fresh = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=1", "trainer.lr=1e-9"])
     train(fresh, tmp_path / "c")
-    c = ckpt.load(tmp_path / "c" / "checkpoints" / "best.pt")["model"]
+    c = ckpt.load(RunDir(tmp_path / "c").best)["model"]
     assert not torch.allclose(c["decoder.weight"], a["decoder.weight"])  # the test can tell the difference
 
 
@@ -81,7 +83,7 @@ def test_init_from_nowhere_is_refused_before_any_work(tiny_ptb, tmp_path):
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", f"trainer.init_from={tmp_path / 'nowhere'}"])
     with pytest.raises(ConfigError, match="a run dir or a .pt checkpoint that exists"):
         train(cfg, tmp_path / "b")
-    assert not (tmp_path / "b" / "checkpoints").exists()
+    assert not RunDir(tmp_path / "b").checkpoints.exists()
 
 
 # ---------------------------------------------------------------- pbexp-eval
@@ -89,26 +91,26 @@ def test_init_from_nowhere_is_refused_before_any_work(tiny_ptb, tmp_path):
 def write_hydra_config(run_dir, cfg):
     """What Hydra writes beside a run (train() called directly does not)."""
     from omegaconf import OmegaConf
-    (run_dir / ".hydra").mkdir(exist_ok=True)
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    RunDir(run_dir).hydra.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, RunDir(run_dir).config)
 
 
 def test_eval_gives_training_own_valid_and_test_numbers(tiny_ptb, tmp_path):
     from pbexp.evaluate import evaluate_run
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=2"])
-    results = train(cfg, tmp_path / "a")
-    write_hydra_config(tmp_path / "a", cfg)
+    run = RunDir(tmp_path / "a")
+    results = train(cfg, run)
+    write_hydra_config(run.path, cfg)
     for split in ("valid", "test"):
-        out = evaluate_run(tmp_path / "a", split)
+        out = evaluate_run(run.path, split)
         assert out["ppl"] == pytest.approx(results[f"{split}/ppl"], rel=1e-9)
-        assert out["checkpoint"].endswith("best.pt") and out["split"] == split
+        assert out["checkpoint"].endswith(run.best.name) and out["split"] == split
     # a checkpoint file too, and an override of the evaluation (other batch columns, other numbers)
-    last = evaluate_run(tmp_path / "a" / "checkpoints" / "last.pt", "valid", ["trainer.eval_batch_size=3"])
-    assert last["checkpoint"].endswith("last.pt") and last["ppl"] != results["valid/ppl"]
+    last = evaluate_run(run.last, "valid", ["trainer.eval_batch_size=3"])
+    assert last["checkpoint"].endswith(run.last.name) and last["ppl"] != results["valid/ppl"]
 
 
 def test_eval_cli_prints_json_and_bad_input_is_one_line(tiny_ptb, tmp_path):
-    from conftest import cli_env, run_cli
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=1"])
     results = train(cfg, tmp_path / "a")
     write_hydra_config(tmp_path / "a", cfg)
@@ -123,10 +125,12 @@ def test_eval_cli_prints_json_and_bad_input_is_one_line(tiny_ptb, tmp_path):
 
 
 def test_a_checkpoint_temp_file_left_by_a_killed_process_is_removed_on_resume(tiny_ptb, tmp_path):
-    """SIGKILL inside a checkpoint write leaves last.pt.<random>.tmp; nothing else ever deleted it."""
+    """SIGKILL inside a checkpoint write leaves <checkpoint name>.<random>.tmp (files.write_atomic's temp file)
+    beside it; nothing else ever deleted it."""
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.max_steps=3", "trainer.epochs=0"])
-    train(cfg, tmp_path / "run")
-    leftover = tmp_path / "run" / "checkpoints" / "last.pt.k1ll3d.tmp"
+    run = RunDir(tmp_path / "run")
+    train(cfg, run)
+    leftover = run.last.with_name(run.last.name + ".k1ll3d.tmp")
     leftover.write_bytes(b"half a checkpoint")
-    train(cfg, tmp_path / "run")  # resumes from last.pt
-    assert not leftover.exists() and (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    train(cfg, run)  # resumes from the last checkpoint
+    assert not leftover.exists() and run.last.exists()

@@ -1,10 +1,11 @@
 """pbexp-train -m hparams_search=...: Optuna over real runs, pruning, resuming a stopped search, the best trial."""
 
-import json
-
 import yaml
 
-from conftest import cli_env, run_cli, write_tiny_ptb
+from pbexp.rundir import RunDir
+
+from helpers.cli import cli_env, run_cli
+from helpers.data import write_tiny_ptb
 
 # A search of the user's own (through --config-dir), over a learning rate from useless to good: the trials
 # at tiny learning rates trail after their first epoch, which the median pruner acts on.
@@ -34,13 +35,13 @@ def test_four_trial_search_prunes_resumes_and_names_the_best(tmp_path):
     proc = run_cli(args, cwd=tmp_path, env=cli_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    results = {int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+    results = {int(d.name): RunDir(d).read_results() for d in sweep.iterdir() if RunDir(d).results.is_file()}
     assert sorted(results) == [0, 1, 2, 3]  # trial N ran as job N
     statuses = {n: r["status"] for n, r in results.items()}
     assert set(statuses.values()) == {"completed", "pruned"}, statuses
     for n, r in results.items():
         if r["status"] == "pruned":  # stopped after an epoch, before the last
-            epochs = (sweep / str(n) / "metrics.jsonl").read_text().splitlines()
+            epochs = RunDir(sweep / str(n)).read_metrics()
             assert 1 <= len(epochs) < 3
     best = yaml.safe_load((sweep / "optuna_best.yaml").read_text())
     completed = {n: r["valid/ppl"] for n, r in results.items() if r["status"] == "completed"}

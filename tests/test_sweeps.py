@@ -8,7 +8,10 @@ import sys
 import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from conftest import TINY_LM, run_cli
+from pbexp.rundir import RunDir
+
+from helpers.cli import run_cli
+from helpers.configs import TINY_LM
 
 TWO_JOBS = ["model=lstm,gru", "trainer.epochs=1"]
 
@@ -27,7 +30,7 @@ def report(*args):
 def hparams_sessions(run_dir):
     """The HPARAMS plugin summaries in a run's tb/ folder: {tag: plugin content bytes}."""
     found = {}
-    for f in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+    for f in RunDir(run_dir).tb_events():
         for event in EventFileLoader(str(f)).Load():
             for v in event.summary.value:
                 if v.metadata.plugin_data.plugin_name == "hparams":
@@ -44,8 +47,8 @@ def test_two_job_sweep_then_report(tmp_path, tiny_ptb, launcher):
     assert [p.name for p in jobs] == ["0", "1"]
     # <sweep>/tb names each job's TensorBoard folder by what the sweep varies
     view = {p.name: p.resolve() for p in (out / "tb").iterdir()}
-    assert view == {"model=lstm": (out / "0" / "tb").resolve(), "model=gru": (out / "1" / "tb").resolve()}
-    results = [json.loads((j / "results.json").read_text()) for j in jobs]
+    assert view == {"model=lstm": RunDir(out / "0").tb.resolve(), "model=gru": RunDir(out / "1").tb.resolve()}
+    results = [RunDir(j).read_results() for j in jobs]
     assert all(r["status"] == "completed" for r in results)
     assert ["model=lstm" in r["overrides"] for r in results] == [True, False]
 
@@ -61,7 +64,7 @@ def test_two_job_sweep_then_report(tmp_path, tiny_ptb, launcher):
     # Every run holds its own HPARAMS entry (no phantom timestamped run folder), with one key set.
     key_sets = []
     for j in jobs:
-        assert [p.name for p in (j / "tb").iterdir() if p.is_dir()] == []
+        assert [p.name for p in RunDir(j).tb.iterdir() if p.is_dir()] == []
         found = hparams_sessions(j)
         assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(found)
         from tensorboard.plugins.hparams import plugin_data_pb2
@@ -75,7 +78,7 @@ def test_sweep_with_failing_and_diverging_jobs(tmp_path, tiny_ptb):
     proc, out = sweep(tmp_path, tiny_ptb, ["trainer.lr=5,-1,1e12", "trainer.clip=0", "trainer.epochs=1"])
     assert proc.returncode != 0
     assert "did not complete" in proc.stderr
-    status = {j.name: json.loads((j / "results.json").read_text()) for j in sorted(out.iterdir()) if j.is_dir() and j.name != "tb"}
+    status = {j.name: RunDir(j).read_results() for j in sorted(out.iterdir()) if j.is_dir() and j.name != "tb"}
     assert status["0"]["status"] == "completed"
     assert status["1"]["status"] == "failed" and "trainer.lr" in status["1"]["error"]
     assert status["2"]["status"] == "diverged" and "trainer.lr=" in status["2"]["error"]
@@ -83,7 +86,7 @@ def test_sweep_with_failing_and_diverging_jobs(tmp_path, tiny_ptb):
     assert rep.returncode == 0, rep.stderr
     rows = {row["Run"].rsplit("/", 1)[-1]: row for row in json.loads(rep.stdout)}
     assert sorted(rows) == ["0", "1", "2"]
-    # The Status column says which run failed and quotes that run's own error from its results.json
+    # The Status column says which run failed and quotes that run's own error from its results
     assert rows["0"]["Status"] == "completed"
     for job in ("1", "2"):
         assert rows[job]["Status"].startswith("failed: "), rows[job]
@@ -97,7 +100,7 @@ def test_two_job_sweep_through_submitit_local(tmp_path, tiny_ptb):
     proc, out = sweep(tmp_path, tiny_ptb, [*TWO_JOBS, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
                                            "hydra.launcher.cpus_per_task=1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads((out / j / "results.json").read_text()) for j in ("0", "1")]
+    results = [RunDir(out / j).read_results() for j in ("0", "1")]
     assert [r["status"] for r in results] == ["completed", "completed"]
     assert (out / ".submitit").is_dir()
 

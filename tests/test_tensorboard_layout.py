@@ -3,16 +3,17 @@
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
+from pbexp.rundir import RunDir
 from pbexp.train import train
 
-from conftest import compose_cfg, TINY_LM
+from helpers.configs import TINY_LM, compose_cfg
 
 
 def test_config_text_and_train_valid_overlay(tiny_ptb, tmp_path):
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.max_steps=3", "trainer.epochs=0",
                        "model.hidden_size=24", "model.emb_size=24"])
     train(cfg, tmp_path / "run")
-    acc = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"tensors": 0})
+    acc = EventAccumulator(str(RunDir(tmp_path / "run").tb), size_guidance={"tensors": 0})
     acc.Reload()
     text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "_target_: pbexp.models.lm.RNNLanguageModel" in text and "hidden_size: 24" in text

@@ -9,7 +9,8 @@ import urllib.request
 
 import pytest
 
-from conftest import TINY_LM, free_port, run_cli
+from helpers.cli import free_port, run_cli
+from helpers.configs import TINY_LM
 
 
 def get(url, data=None):

@@ -3,34 +3,36 @@ import json
 import pytest
 import torch
 
+from pbexp.rundir import RunDir
 from pbexp.train import train
 from pbexp.training import checkpoint as ckpt
 from pbexp.training.trainer import _zaremba_factor
 
-from conftest import compose_cfg, TINY_LM
+from helpers.configs import TINY_LM, compose_cfg
 
 
 def test_two_epochs_lower_validation_perplexity(tiny_lm_cfg, tmp_path):
-    results = train(tiny_lm_cfg, tmp_path / "run")
-    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    run = RunDir(tmp_path / "run")
+    results = train(tiny_lm_cfg, run)
+    lines = [json.loads(l) for l in run.metrics.read_text().splitlines()]  # the raw lines: one per epoch
     assert [l["epoch"] for l in lines] == [1, 2]
     assert lines[1]["valid/ppl"] < lines[0]["valid/ppl"]
     # The grammar has ~12 word types; a model that learned something is far below uniform.
-    assert results["valid/ppl"] < 0.5 * len((tmp_path / "run" / "vocab.txt").read_text().split())
+    assert results["valid/ppl"] < 0.5 * len(run.vocab.read_text().split())
     assert results["status"] == "completed" and results["epochs"] == 2
     assert results["test/ppl"] > 1 and results["train/ppl"] > 1
 
 
 def test_results_match_metrics_and_best_checkpoint(tiny_lm_cfg, tmp_path):
-    run = tmp_path / "run"
+    run = RunDir(tmp_path / "run")
     results = train(tiny_lm_cfg, run)
-    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = run.read_metrics()
     best = min(lines, key=lambda l: l["valid/ppl"])
     assert results["valid/ppl"] == pytest.approx(best["valid/ppl"])
     assert results["train/ppl"] == pytest.approx(lines[-1]["train/ppl"])
-    state = ckpt.load(run / "checkpoints" / "best.pt")
+    state = ckpt.load(run.best)
     assert state["epoch"] == best["epoch"]
-    last = ckpt.load(run / "checkpoints" / "last.pt")
+    last = ckpt.load(run.last)
     assert last["epoch"] == 3 and last["step"] == results["steps"]  # the next epoch to run
     assert set(last) >= {"model", "optimizer", "scheduler", "rng", "task"}
 
@@ -110,15 +112,15 @@ def test_zaremba_schedule_in_a_run(tiny_ptb, tmp_path):
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.schedule=zaremba", "trainer.decay_start=1",
                        "trainer.lr_decay=0.5", "trainer.epochs=3"])
     train(cfg, tmp_path / "run")
-    lrs = [json.loads(l)["lr"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    # metrics.jsonl records the lr each epoch ran at
+    lrs = [r["lr"] for r in RunDir(tmp_path / "run").read_metrics()]
+    # the epoch records hold the lr each epoch ran at
     assert lrs == [5.0, 2.5, 1.25]
 
 
 def test_limit_batches_shortens_every_epoch(tiny_ptb, tmp_path):
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.limit_batches=3", "trainer.epochs=2"])
     results = train(cfg, tmp_path / "run")
-    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = RunDir(tmp_path / "run").read_metrics()
     assert results["steps"] == 6 and [l["step"] for l in lines] == [3, 6]
 
 
