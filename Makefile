@@ -13,7 +13,7 @@ PBEXP_DATA_MIRROR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
 export PBEXP_DATA_MIRROR
 ARGS ?=
 
-.PHONY: train test test-all install clean
+.PHONY: train test test-all lint install clean
 
 $(BIN)/pbexp-train: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: install  ## the fast test suite, one worker per core (about 4.5 minutes on
 
 test-all: install  ## everything, slow tests on real data included
 	$(BIN)/python -m pytest -n auto -m "" $(ARGS)
+
+lint: install  ## ruff: lint and format check (pyproject.toml [tool.ruff]); `ruff format . && ruff check --fix .` mends
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) outputs
