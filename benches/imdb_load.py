@@ -50,11 +50,15 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, load average {load:.1f} at start")
     print(f"cold (read + tokenise + vocab + tensors + write cache): {cold_s:.2f} s wall, {cold_cpu:.2f} s CPU")
     print(f"warm (from cache):                                    {warm_s:.2f} s wall, {warm_cpu:.2f} s CPU")
-    print(f"vocab {len(cold.vocab)} (incl. <pad>, <unk>); train/valid/test "
-          f"{len(cold.train_y)}/{len(cold.valid_y)}/{len(cold.test_y)}; max_len {cold.max_len}")
-    print(f"kept tokens per review: mean {lengths.mean():.0f}, median {lengths.median():.0f}, "
-          f"min {lengths.min():.0f}, {100 * (lengths == cold.max_len).float().mean():.0f}% fill max_len; "
-          f"<unk> share in valid+test {100 * unk / kept:.1f}%")
+    print(
+        f"vocab {len(cold.vocab)} (incl. <pad>, <unk>); train/valid/test "
+        f"{len(cold.train_y)}/{len(cold.valid_y)}/{len(cold.test_y)}; max_len {cold.max_len}"
+    )
+    print(
+        f"kept tokens per review: mean {lengths.mean():.0f}, median {lengths.median():.0f}, "
+        f"min {lengths.min():.0f}, {100 * (lengths == cold.max_len).float().mean():.0f}% fill max_len; "
+        f"<unk> share in valid+test {100 * unk / kept:.1f}%"
+    )
 
 
 if __name__ == "__main__":

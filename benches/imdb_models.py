@@ -30,7 +30,8 @@ the running training, which saves a checkpoint; rerun with --reuse to go on from
 $PBEXP_DATA_MIRROR, set to ../shared/data next to the repo when unset and that folder exists.
 
 Columns: ``wall s`` is the results' ``wall_s`` (training epochs + per-epoch validation + the final
-test pass and checkpoint writes, without process start and data loading); ``proc s`` is the whole subprocess as timed here;
+test pass and checkpoint writes, without process start and data loading);
+``proc s`` is the whole subprocess as timed here;
 ``s/epoch`` and ``examples/s`` are the last epoch's training-loop figures (``perf/*``); valid acc is the
 best epoch's (its weights are the ones tested); precision/recall/F1 are macro averages over the classes.
 Wall times depend on what else runs on the box: the load average before each run is printed too.
@@ -53,18 +54,30 @@ from pbexp.rundir import RunDir
 REPO = Path(__file__).resolve().parents[1]
 WORKING = ["cnn", "gru_clf", "cnn_rnn", "fasttext"]
 # The report's literal models with the input length the report used for each (report.txt, Problem 5.3/5.4).
-REPORT = {"report_cnn": ["dataset.max_len=30"], "report_gru": ["dataset.max_len=30"],
-          "report_cnn_rnn": ["dataset.max_len=50"]}
+REPORT = {
+    "report_cnn": ["dataset.max_len=30"],
+    "report_gru": ["dataset.max_len=30"],
+    "report_cnn_rnn": ["dataset.max_len=50"],
+}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", default=",".join(WORKING), help="comma-separated model names")
-    p.add_argument("--report-settings", action="store_true",
-                   help="also run report_cnn, report_gru and report_cnn_rnn (at max_len 30, 30, 50)")
-    p.add_argument("--override", action="append", default=[], metavar="[MODEL:]KEY=VALUE",
-                   help="extra override, repeatable; MODEL: limits it to one model")
+    p.add_argument(
+        "--report-settings",
+        action="store_true",
+        help="also run report_cnn, report_gru and report_cnn_rnn (at max_len 30, 30, 50)",
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="[MODEL:]KEY=VALUE",
+        help="extra override, repeatable; MODEL: limits it to one model",
+    )
     p.add_argument("--out", default="outputs/bench_imdb", help="output root (default outputs/bench_imdb)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--reuse", action="store_true", help="read completed runs instead of rerunning them")
@@ -118,8 +131,13 @@ def plan(args: argparse.Namespace) -> list[dict]:
         run_dir = out / m
         shown_dir = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
         ovr = merge([*REPORT.get(m, []), *common, *scoped[m]])  # later wins; Hydra refuses a key given twice
-        cmd = [str(exe) if exe.exists() else "pbexp-train", "dataset=imdb", f"model={m}", *ovr,
-               f"hydra.run.dir={shown_dir}"]
+        cmd = [
+            str(exe) if exe.exists() else "pbexp-train",
+            "dataset=imdb",
+            f"model={m}",
+            *ovr,
+            f"hydra.run.dir={shown_dir}",
+        ]
         runs.append({"model": m, "dir": run_dir, "cmd": cmd, "report": m in REPORT})
     return runs
 
@@ -138,10 +156,13 @@ def data_env(threads: int | None) -> dict:
 
 
 def show_cmd(run: dict, env: dict) -> str:
-    cmd = [Path(run["cmd"][0]).relative_to(REPO).as_posix() if Path(run["cmd"][0]).is_relative_to(REPO)
-           else run["cmd"][0], *run["cmd"][1:]]
-    pre = "".join(f"{k}={shlex.quote(env[k])} " for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PBEXP_DATA_MIRROR")
-                  if env.get(k))
+    cmd = [
+        Path(run["cmd"][0]).relative_to(REPO).as_posix() if Path(run["cmd"][0]).is_relative_to(REPO) else run["cmd"][0],
+        *run["cmd"][1:],
+    ]
+    pre = "".join(
+        f"{k}={shlex.quote(env[k])} " for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PBEXP_DATA_MIRROR") if env.get(k)
+    )
     return pre + shlex.join(cmd)
 
 
@@ -180,14 +201,21 @@ def execute(run: dict, args: argparse.Namespace, env: dict) -> None:
             run["resumed"] = True  # pbexp-train continues from the last checkpoint: its wall_s covers the rest only
             print(f"[imdb_models] {run['model']}: resuming the unfinished run in {d}", flush=True)
         else:
-            sys.exit(f"imdb_models: {d} already exists; pass --reuse (read/resume it) or --fresh (delete it), "
-                     f"or choose another --out")
+            sys.exit(
+                f"imdb_models: {d} already exists; pass --reuse (read/resume it) or --fresh (delete it), "
+                f"or choose another --out"
+            )
     load = os.getloadavg()[0]
     print(f"[imdb_models] {run['model']}: load average {load:.1f}; {show_cmd(run, env)}", flush=True)
     t = time.perf_counter()
     rc = run_child(run["cmd"], env)
-    run.update(rc=rc, proc_s=time.perf_counter() - t, load=load, reused=False,
-               results=RunDir(d).read_results() or {"status": f"no {RunDir(d).results.name} (exit {rc})"})
+    run.update(
+        rc=rc,
+        proc_s=time.perf_counter() - t,
+        load=load,
+        reused=False,
+        results=RunDir(d).read_results() or {"status": f"no {RunDir(d).results.name} (exit {rc})"},
+    )
     print(f"[imdb_models] {run['model']}: exit {rc} after {run['proc_s']:.0f} s", flush=True)
 
 
@@ -198,8 +226,10 @@ def curve(run_dir: Path) -> str:
 
 def losses(run_dir: Path) -> str:
     """train loss / valid loss per epoch, from the run's epoch records: '0.69/0.61 0.52/0.48'."""
-    return " ".join(f"{r.get('train/loss', float('nan')):.3f}/{r.get('valid/loss', float('nan')):.3f}"
-                    for r in RunDir(run_dir).read_metrics())
+    return " ".join(
+        f"{r.get('train/loss', float('nan')):.3f}/{r.get('valid/loss', float('nan')):.3f}"
+        for r in RunDir(run_dir).read_metrics()
+    )
 
 
 def fmt(v, spec: str) -> str:
@@ -207,21 +237,58 @@ def fmt(v, spec: str) -> str:
 
 
 def table(runs: list[dict], env: dict, target: float) -> str:
-    head = ["model", "params", "epochs", "wall s", "proc s", "s/epoch", "examples/s", "valid acc", "test acc",
-            "precision", "recall", "F1", "status"]
+    head = [
+        "model",
+        "params",
+        "epochs",
+        "wall s",
+        "proc s",
+        "s/epoch",
+        "examples/s",
+        "valid acc",
+        "test acc",
+        "precision",
+        "recall",
+        "F1",
+        "status",
+    ]
     rows = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
     for r in runs:
         res = r["results"]
-        status = res.get("status", "?") + (" (reused)" if r.get("reused") else "") + (
-            " (resumed: wall s and s/epoch cover the resumed part only)" if r.get("resumed") else "")
+        status = (
+            res.get("status", "?")
+            + (" (reused)" if r.get("reused") else "")
+            + (" (resumed: wall s and s/epoch cover the resumed part only)" if r.get("resumed") else "")
+        )
         if not r["report"] and isinstance(res.get("test/acc"), float) and res["test/acc"] < target:
             status += f", below {target:.0%}"
-        rows.append("| " + " | ".join([
-            r["model"], fmt(res.get("params"), ","), fmt(res.get("epochs"), "d"), fmt(res.get("wall_s"), ".0f"),
-            fmt(r.get("proc_s"), ".0f"), fmt(res.get("perf/epoch_s"), ".1f"), fmt(res.get("perf/examples_per_s"), ".0f"),
-            fmt(res.get("valid/acc"), ".4f"), fmt(res.get("test/acc"), ".4f"), fmt(res.get("test/precision"), ".4f"),
-            fmt(res.get("test/recall"), ".4f"), fmt(res.get("test/f1"), ".4f"), status]) + " |")
-    out = ["\n".join(rows), "", "Learning curves (epoch records): valid acc per epoch; train loss / valid loss per epoch", ""]
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    r["model"],
+                    fmt(res.get("params"), ","),
+                    fmt(res.get("epochs"), "d"),
+                    fmt(res.get("wall_s"), ".0f"),
+                    fmt(r.get("proc_s"), ".0f"),
+                    fmt(res.get("perf/epoch_s"), ".1f"),
+                    fmt(res.get("perf/examples_per_s"), ".0f"),
+                    fmt(res.get("valid/acc"), ".4f"),
+                    fmt(res.get("test/acc"), ".4f"),
+                    fmt(res.get("test/precision"), ".4f"),
+                    fmt(res.get("test/recall"), ".4f"),
+                    fmt(res.get("test/f1"), ".4f"),
+                    status,
+                ]
+            )
+            + " |"
+        )
+    out = [
+        "\n".join(rows),
+        "",
+        "Learning curves (epoch records): valid acc per epoch; train loss / valid loss per epoch",
+        "",
+    ]
     for r in runs:
         out.append(f"- {r['model']}: valid acc {curve(r['dir']) or '-'}; loss {losses(r['dir']) or '-'}")
     out += ["", "Commands (run from the repo root, one after another):", ""]
@@ -230,7 +297,8 @@ def table(runs: list[dict], env: dict, target: float) -> str:
             ovr = r["results"].get("overrides") or r["cmd"][1:]
             mirror = env.get("PBEXP_DATA_MIRROR")
             cmd = (f"PBEXP_DATA_MIRROR={shlex.quote(mirror)} " if mirror else "") + shlex.join(
-                [".venv/bin/pbexp-train", *ovr, f"hydra.run.dir={r['cmd'][-1].split('=', 1)[1]}"])
+                [".venv/bin/pbexp-train", *ovr, f"hydra.run.dir={r['cmd'][-1].split('=', 1)[1]}"]
+            )
             out.append(f"    {cmd}  # reused from an earlier invocation (its thread settings are not recorded)")
             continue
         note = f"  # load average {r['load']:.1f} at start" if r.get("load") is not None else ""
@@ -253,7 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         execute(r, args, env)
     total = time.perf_counter() - start
     print()
-    print(f"## IMDB classifiers ({os.cpu_count()} cores, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}; total {total / 60:.1f} min)")
+    print(
+        f"## IMDB classifiers ({os.cpu_count()} cores, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}; "
+        f"total {total / 60:.1f} min)"
+    )
     print()
     print(table(runs, env, args.target))
     failed = [r["model"] for r in runs if r["results"].get("status") != "completed"]

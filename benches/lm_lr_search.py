@@ -34,9 +34,20 @@ BIN = Path(sys.executable).parent
 def run_one(cell, lr, args):
     run_dir = Path(args.out) / f"{cell}_lr{lr}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [str(BIN / "pbexp-train"), f"model={cell}", f"trainer.optimizer={args.optimizer}", f"trainer.lr={lr}", f"trainer.max_steps={args.steps}",
-           "trainer.epochs=1", "trainer.log_every=50", "trainer.num_threads=1", f"trainer.amp={args.amp}",
-           "trainer.checkpoint_every=0", f"hydra.run.dir={run_dir}", *args.override]
+    cmd = [
+        str(BIN / "pbexp-train"),
+        f"model={cell}",
+        f"trainer.optimizer={args.optimizer}",
+        f"trainer.lr={lr}",
+        f"trainer.max_steps={args.steps}",
+        "trainer.epochs=1",
+        "trainer.log_every=50",
+        "trainer.num_threads=1",
+        f"trainer.amp={args.amp}",
+        "trainer.checkpoint_every=0",
+        f"hydra.run.dir={run_dir}",
+        *args.override,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -60,17 +71,25 @@ def main(argv=None):
     if not args.override:  # the report's RNN-types setting
         args.override = ["model.emb_size=250", "model.hidden_size=250", "trainer.bptt=40"]
     pairs = [(c, lr) for c in args.cells.split(",") for lr in args.lrs.split(",")]
-    print(f"# {len(pairs)} runs of {args.steps} {args.optimizer} steps, {args.jobs} at a time, amp={args.amp}, "
-          f"overrides: {' '.join(args.override)}", flush=True)
-    print("| cell | lr | train ppl (mean of the steps) | valid ppl | status | s |\n|---|---|---|---|---|---|", flush=True)
+    print(
+        f"# {len(pairs)} runs of {args.steps} {args.optimizer} steps, {args.jobs} at a time, amp={args.amp}, "
+        f"overrides: {' '.join(args.override)}",
+        flush=True,
+    )
+    print(
+        "| cell | lr | train ppl (mean of the steps) | valid ppl | status | s |\n|---|---|---|---|---|---|", flush=True
+    )
     with ThreadPoolExecutor(args.jobs) as pool:
         for cell, lr, res, secs in pool.map(lambda cl: run_one(*cl, args), pairs):
             status = res.get("status", "?")
             train = res.get("train/ppl")
             valid = res.get("valid/ppl")
             err = res.get("error", "")[:60]
-            print(f"| {cell} | {lr} | {train if train is None else round(train, 1)} | "
-                  f"{valid if valid is None else round(valid, 1)} | {status} {err} | {secs:.0f} |", flush=True)
+            print(
+                f"| {cell} | {lr} | {train if train is None else round(train, 1)} | "
+                f"{valid if valid is None else round(valid, 1)} | {status} {err} | {secs:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

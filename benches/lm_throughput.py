@@ -39,9 +39,19 @@ def trainer_cfg(task_overrides, steps, lr, clip, optimizer, amp):
     """The ``trainer`` node pbexp-train would run with (configs/train.yaml and ``task_overrides``), set to what
     the plain loop does: ``optimizer`` at ``lr`` without momentum or weight decay, clipping at ``clip``
     (0: none), a constant lr, ``steps`` steps, no checkpoints."""
-    overrides = [*task_overrides, f"trainer.optimizer={optimizer}", f"trainer.lr={lr}", f"trainer.clip={clip}",
-                 "trainer.momentum=0.0", "trainer.weight_decay=0.0", "trainer.schedule=none", "trainer.epochs=1",
-                 f"trainer.max_steps={steps}", "trainer.checkpoint_every=0", f"trainer.amp={amp}"]
+    overrides = [
+        *task_overrides,
+        f"trainer.optimizer={optimizer}",
+        f"trainer.lr={lr}",
+        f"trainer.clip={clip}",
+        "trainer.momentum=0.0",
+        "trainer.weight_decay=0.0",
+        "trainer.schedule=none",
+        "trainer.epochs=1",
+        f"trainer.max_steps={steps}",
+        "trainer.checkpoint_every=0",
+        f"trainer.amp={amp}",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     validate(cfg)
@@ -62,7 +72,7 @@ def plain_lm(model, train, steps, bptt, lr, clip, start_row):
     t = time.perf_counter()
     for k in range(steps):
         i = start_row + k * bptt
-        x, y = train[i:i + bptt], train[i + 1:i + 1 + bptt]
+        x, y = train[i : i + bptt], train[i + 1 : i + 1 + bptt]
         hidden = detach_hidden(hidden)
         opt.zero_grad()
         out, hidden = model(x, hidden)
@@ -82,7 +92,7 @@ def plain_clf(model, x, y, steps, batch_size, lr, start):
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(start))
     t = time.perf_counter()
     for k in range(steps):
-        j = perm[k * batch_size:(k + 1) * batch_size]
+        j = perm[k * batch_size : (k + 1) * batch_size]
         opt.zero_grad()
         loss = F.cross_entropy(model(x[j]), y[j])
         loss.backward()
@@ -106,6 +116,7 @@ def pbexp_run(model, task, cfg, start_batch, seed, tmp):
 def case_lm(name, args, tmp):
     from pbexp.data.ptb import load_ptb
     from pbexp.models.lm import RNNLanguageModel
+
     data = load_ptb(args.data, download=False)
     hidden, dropout, lr = LM_SIZES[name]
     cfg = trainer_cfg(["model=lstm"], args.steps, lr, 0.25, "sgd", args.amp)
@@ -115,13 +126,16 @@ def case_lm(name, args, tmp):
     train = batchify(data.train, bs).to(dev)
     for r in range(args.repeats):
         start = (r * args.steps) % (train.size(0) // bptt - args.steps)
-        yield (lambda: plain_lm(copy.deepcopy(base), train, args.steps, bptt, lr, 0.25, start * bptt),
-               lambda: pbexp_run(copy.deepcopy(base), LMTask(data, bs, bptt, device=dev), cfg, start, 0, tmp))
+        yield (
+            lambda start=start: plain_lm(copy.deepcopy(base), train, args.steps, bptt, lr, 0.25, start * bptt),
+            lambda start=start: pbexp_run(copy.deepcopy(base), LMTask(data, bs, bptt, device=dev), cfg, start, 0, tmp),
+        )
 
 
 def case_cnn(args, tmp):
     from pbexp.data.imdb import load_imdb
     from pbexp.models.classifiers import CNNClassifier
+
     data = load_imdb(args.data, download=False)
     cfg = trainer_cfg(["dataset=imdb", "model=cnn"], args.steps, 1e-3, 0.0, "adam", args.amp)
     bs = cfg.batch_size
@@ -132,9 +146,12 @@ def case_cnn(args, tmp):
         # The same examples in the same order for both: the task's shuffle for (seed=r, epoch=1).
         order = task.order(1, r)
         x, y = data.train_x[order].to(dev), data.train_y[order].to(dev)
-        yield (lambda: plain_clf(copy.deepcopy(base), x[:args.steps * bs], y[:args.steps * bs], args.steps, bs,
-                                 1e-3, -1),
-               lambda: pbexp_run(copy.deepcopy(base), task, cfg, 0, r, tmp))
+        yield (
+            lambda x=x, y=y: plain_clf(
+                copy.deepcopy(base), x[: args.steps * bs], y[: args.steps * bs], args.steps, bs, 1e-3, -1
+            ),
+            lambda task=task, r=r: pbexp_run(copy.deepcopy(base), task, cfg, 0, r, tmp),
+        )
 
 
 def run_case(name, args):
@@ -142,8 +159,10 @@ def run_case(name, args):
     runs = case_cnn(args, tmp) if name == "cnn" else case_lm(name, args, tmp)
     unit = "examples/s" if name == "cnn" else "tokens/s"
     ratios, plains, ours = [], [], []
-    print(f"{name}: {args.steps} steps x {args.repeats}, device {args.device}, {torch.get_num_threads()} threads, "
-          f"pbexp amp={args.amp}")
+    print(
+        f"{name}: {args.steps} steps x {args.repeats}, device {args.device}, {torch.get_num_threads()} threads, "
+        f"pbexp amp={args.amp}"
+    )
     for r, (plain, pbexp) in enumerate(runs):
         # Alternate the order so neither loop always runs on a warmer (or busier) machine.
         if r % 2 == 0:
@@ -152,8 +171,10 @@ def run_case(name, args):
             o, p = pbexp(), plain()
         plains.append(p), ours.append(o), ratios.append(o / p)
         print(f"  run {r + 1}: plain {p:8.0f} {unit}   pbexp {o:8.0f} {unit}   ratio {o / p:.3f}")
-    print(f"  median: plain {statistics.median(plains):.0f}, pbexp {statistics.median(ours):.0f} {unit}, "
-          f"ratio {statistics.median(ratios):.3f}")
+    print(
+        f"  median: plain {statistics.median(plains):.0f}, pbexp {statistics.median(ours):.0f} {unit}, "
+        f"ratio {statistics.median(ratios):.3f}"
+    )
     return statistics.median(ratios)
 
 

@@ -13,14 +13,12 @@ import sys
 import pytest
 import torch
 
+from helpers.configs import TINY_LM
+from helpers.data import write_archive, write_tiny_ptb, write_tree
 from pbexp.rundir import RunDir
 from pbexp.train import main
 
-from helpers.configs import TINY_LM
-from helpers.data import write_archive, write_tiny_ptb, write_tree
-
-CLF_BASE = ["dataset=imdb", "dataset.download=false", "dataset.max_len=12", "trainer.epochs=1",
-            "trainer.batch_size=4"]
+CLF_BASE = ["dataset=imdb", "dataset.download=false", "dataset.max_len=12", "trainer.epochs=1", "trainer.batch_size=4"]
 CLF = [*CLF_BASE, "model=fasttext", "model.buckets=100"]
 
 
@@ -66,8 +64,20 @@ def _non_utf8(d):
 
 def _different_shape_checkpoint(d, run):
     root = _ptb(d)
-    assert main_in_process([*TINY_LM, f"dataset.root={root}", "trainer.max_steps=2", "trainer.epochs=1",
-                            "trainer.checkpoint_every=1", f"hydra.run.dir={run}"], expect_exit=False) == 0
+    assert (
+        main_in_process(
+            [
+                *TINY_LM,
+                f"dataset.root={root}",
+                "trainer.max_steps=2",
+                "trainer.epochs=1",
+                "trainer.checkpoint_every=1",
+                f"hydra.run.dir={run}",
+            ],
+            expect_exit=False,
+        )
+        == 0
+    )
     RunDir(run).results.unlink()  # an unfinished run of another shape
     return [f"dataset.root={root}", "model.hidden_size=24"]
 
@@ -75,23 +85,49 @@ def _different_shape_checkpoint(d, run):
 # Each case: (id, function building the arguments from a tmp dir, text the message must contain)
 CASES = [
     ("missing-data", lambda d: ["dataset.root=" + str(d / "nowhere")], "ptb.train.txt"),
-    ("empty-ptb", lambda d: (lambda r: ((r / "ptb" / "ptb.train.txt").write_text(""), [f"dataset.root={r}"])[1])(_ptb(d)),
-     "is empty"),
-    ("malformed-ptb", lambda d: (lambda r: ((r / "ptb" / "ptb.valid.txt").write_bytes(b"\x00\xff" * 50),
-                                            [f"dataset.root={r}"])[1])(_ptb(d)), "ptb.valid.txt"),
+    (
+        "empty-ptb",
+        lambda d: (lambda r: ((r / "ptb" / "ptb.train.txt").write_text(""), [f"dataset.root={r}"])[1])(_ptb(d)),
+        "is empty",
+    ),
+    (
+        "malformed-ptb",
+        lambda d: (lambda r: ((r / "ptb" / "ptb.valid.txt").write_bytes(b"\x00\xff" * 50), [f"dataset.root={r}"])[1])(
+            _ptb(d)
+        ),
+        "ptb.valid.txt",
+    ),
     ("truncated-archive", lambda d: [*CLF, f"dataset.root={_truncated_archive(d)}"], "aclImdb_v1.tar.gz"),
     ("corrupt-archive", lambda d: [*CLF, f"dataset.root={_corrupt_archive(d)}"], "aclImdb_v1.tar.gz"),
-    ("escaping-member", lambda d: [*CLF, f"dataset.root={_imdb(d, extra=[('aclImdb/../../evil.txt', b'x')])}"],
-     "evil.txt"),
+    (
+        "escaping-member",
+        lambda d: [*CLF, f"dataset.root={_imdb(d, extra=[('aclImdb/../../evil.txt', b'x')])}"],
+        "evil.txt",
+    ),
     ("absolute-member", lambda d: [*CLF, f"dataset.root={_imdb(d, extra=[('/tmp/evil.txt', b'x')])}"], "evil.txt"),
     ("non-utf8-review", lambda d: [*CLF, f"dataset.root={_non_utf8(d)}"], "3_9.txt"),
     ("lr-zero", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lr=0"], "trainer.lr"),
-    ("device-not-a-gpu-number", lambda d: [f"dataset.root={_ptb(d)}", "trainer.device=cuda:x"],
-     "trainer.device='cuda:x' is not allowed"),
-    ("negative-patience", lambda d: [f"dataset.root={_ptb(d)}", "trainer.early_stop_patience=-1"],
-     "trainer.early_stop_patience=-1 is not allowed: an integer >= 0"),
-    ("word2vec-without-embedding", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=nbsvm", "model.max_features=50",
-                                              "model.pretrained=word2vec"], "NBSVM has no word embedding"),
+    (
+        "device-not-a-gpu-number",
+        lambda d: [f"dataset.root={_ptb(d)}", "trainer.device=cuda:x"],
+        "trainer.device='cuda:x' is not allowed",
+    ),
+    (
+        "negative-patience",
+        lambda d: [f"dataset.root={_ptb(d)}", "trainer.early_stop_patience=-1"],
+        "trainer.early_stop_patience=-1 is not allowed: an integer >= 0",
+    ),
+    (
+        "word2vec-without-embedding",
+        lambda d: [
+            *CLF_BASE,
+            f"dataset.root={_imdb(d)}",
+            "model=nbsvm",
+            "model.max_features=50",
+            "model.pretrained=word2vec",
+        ],
+        "NBSVM has no word embedding",
+    ),
     ("lr-negative", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lr=-1"], "trainer.lr"),
     ("batch-size", lambda d: [f"dataset.root={_ptb(d)}", "trainer.batch_size=0"], "trainer.batch_size"),
     ("bptt", lambda d: [f"dataset.root={_ptb(d)}", "trainer.bptt=-5"], "trainer.bptt"),
@@ -101,46 +137,100 @@ CASES = [
     ("max-len", lambda d: [*CLF, f"dataset.root={_imdb(d)}", "dataset.max_len=0"], "max_len"),
     ("dropout-one", lambda d: [f"dataset.root={_ptb(d)}", "model.dropout=1.0"], "model.dropout"),
     ("dropout-negative", lambda d: [f"dataset.root={_ptb(d)}", "model.dropout=-0.2"], "model.dropout"),
-    ("tied-sizes", lambda d: [f"dataset.root={_ptb(d)}", "model.hidden_size=24", "model.tie_weights=true"],
-     "model.tie_weights"),
+    (
+        "tied-sizes",
+        lambda d: [f"dataset.root={_ptb(d)}", "model.hidden_size=24", "model.tie_weights=true"],
+        "model.tie_weights",
+    ),
     ("filter-width", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=cnn", "model.widths=[3,40]"], "max_len"),
-    ("glove-dimension", lambda d: [f"dataset.root={_ptb(d)}", "model.pretrained=" + str(_glove(d, GLOVE_3D))],
-     "model.emb_size=3"),
-    ("glove-malformed", lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=3",
-                                   "model.pretrained=" + str(_glove(d, GLOVE_BAD))], "line 2"),
-    ("glove-nan", lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=3",
-                             "model.pretrained=" + str(_glove(d, "zyx 1 2 3\nthe nan 1 2\n"))], "line 2"),
+    (
+        "glove-dimension",
+        lambda d: [f"dataset.root={_ptb(d)}", "model.pretrained=" + str(_glove(d, GLOVE_3D))],
+        "model.emb_size=3",
+    ),
+    (
+        "glove-malformed",
+        lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=3", "model.pretrained=" + str(_glove(d, GLOVE_BAD))],
+        "line 2",
+    ),
+    (
+        "glove-nan",
+        lambda d: [
+            f"dataset.root={_ptb(d)}",
+            "model.emb_size=3",
+            "model.pretrained=" + str(_glove(d, "zyx 1 2 3\nthe nan 1 2\n")),
+        ],
+        "line 2",
+    ),
     ("glove-missing", lambda d: [f"dataset.root={_ptb(d)}", f"model.pretrained={d / 'nope.txt'}"], "nope.txt"),
-    ("glove-bad-zip", lambda d: [f"dataset.root={_ptb(d)}", f"model.pretrained={_glove(d, 'not a zip', 'g.zip')}"],
-     "g.zip"),
-    ("freeze-without-file", lambda d: [f"dataset.root={_ptb(d)}", "model.freeze_embeddings=true"],
-     "model.freeze_embeddings"),
+    (
+        "glove-bad-zip",
+        lambda d: [f"dataset.root={_ptb(d)}", f"model.pretrained={_glove(d, 'not a zip', 'g.zip')}"],
+        "g.zip",
+    ),
+    (
+        "freeze-without-file",
+        lambda d: [f"dataset.root={_ptb(d)}", "model.freeze_embeddings=true"],
+        "model.freeze_embeddings",
+    ),
     ("empty-vocab", lambda d: [*CLF, f"dataset.root={_imdb(d)}", "dataset.min_freq=100000"], "vocabulary"),
-    ("sparse-with-adam", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=fasttext", "model.sparse=true",
-                                    "trainer.optimizer=adam"], "trainer.optimizer"),
+    (
+        "sparse-with-adam",
+        lambda d: [
+            *CLF_BASE,
+            f"dataset.root={_imdb(d)}",
+            "model=fasttext",
+            "model.sparse=true",
+            "trainer.optimizer=adam",
+        ],
+        "trainer.optimizer",
+    ),
     ("optimizer", lambda d: [f"dataset.root={_ptb(d)}", "trainer.optimizer=rmsprop"], "trainer.optimizer"),
     ("schedule", lambda d: [f"dataset.root={_ptb(d)}", "trainer.schedule=cosine"], "trainer.schedule"),
     ("cell", lambda d: [f"dataset.root={_ptb(d)}", "model.cell=LSTMX"], "model.cell"),
     # Only an error where there is no GPU; on a CUDA machine the same command trains.
-    pytest.param(("no-cuda", lambda d: [f"dataset.root={_ptb(d)}", "trainer.device=cuda"], "trainer.device"),
-                 id="no-cuda", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+    pytest.param(
+        ("no-cuda", lambda d: [f"dataset.root={_ptb(d)}", "trainer.device=cuda"], "trainer.device"),
+        id="no-cuda",
+        marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+    ),
     ("epochs-negative", lambda d: [f"dataset.root={_ptb(d)}", "trainer.epochs=-1"], "an integer >= 1, or 0 (no epoch"),
-    ("epochs-zero-unbounded", lambda d: [f"dataset.root={_ptb(d)}", "trainer.epochs=0"], "an integer >= 1, or 0 (no epoch"),
+    (
+        "epochs-zero-unbounded",
+        lambda d: [f"dataset.root={_ptb(d)}", "trainer.epochs=0"],
+        "an integer >= 1, or 0 (no epoch",
+    ),
     ("batch-beyond-data", lambda d: [f"dataset.root={_ptb(d)}", "trainer.batch_size=100000000"], "trainer.batch_size"),
     ("bptt-beyond-data", lambda d: [f"dataset.root={_ptb(d)}", "trainer.bptt=10000000"], "trainer.bptt"),
-    ("eval-batch-beyond-data", lambda d: [f"dataset.root={_ptb(d)}", "trainer.eval_batch_size=100000"],
-     "trainer.eval_batch_size"),
-    ("out-of-memory", lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=100000000000", "model.hidden_size=16"],
-     "out of memory on this machine"),
+    (
+        "eval-batch-beyond-data",
+        lambda d: [f"dataset.root={_ptb(d)}", "trainer.eval_batch_size=100000"],
+        "trainer.eval_batch_size",
+    ),
+    (
+        "out-of-memory",
+        lambda d: [f"dataset.root={_ptb(d)}", "model.emb_size=100000000000", "model.hidden_size=16"],
+        "out of memory on this machine",
+    ),
     ("typo-key", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lrr=1"], "Could not override 'trainer.lrr'"),
     ("unknown-choice", lambda d: [f"dataset.root={_ptb(d)}", "model=foo"], "Available options in 'model': cnn"),
     ("bad-override-syntax", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lr=[1"], "override 'trainer.lr=[1'"),
     ("bad-sweep-value", lambda d: ["-m", f"dataset.root={_ptb(d)}", "model=lstm,foo"], "Could not find 'model/foo'"),
-    ("lm-on-imdb", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=gru", "model.hidden_size=32"],
-     "model='gru' is not allowed: a language model (dataset=ptb); on dataset=imdb use model=gru_clf"),
-    ("fasttext-lib-max-steps", lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=fasttext_lib",
-                                          "trainer.max_steps=5"], "trainer.max_steps"),
-    ("unknown-preset", lambda d: [f"dataset.root={_ptb(d)}", "experiment=layers", "preset=gpu"], "['quick', 'cpu', 'full']"),
+    (
+        "lm-on-imdb",
+        lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=gru", "model.hidden_size=32"],
+        "model='gru' is not allowed: a language model (dataset=ptb); on dataset=imdb use model=gru_clf",
+    ),
+    (
+        "fasttext-lib-max-steps",
+        lambda d: [*CLF_BASE, f"dataset.root={_imdb(d)}", "model=fasttext_lib", "trainer.max_steps=5"],
+        "trainer.max_steps",
+    ),
+    (
+        "unknown-preset",
+        lambda d: [f"dataset.root={_ptb(d)}", "experiment=layers", "preset=gpu"],
+        "['quick', 'cpu', 'full']",
+    ),
 ]
 
 
@@ -159,8 +249,11 @@ def main_in_process(args, expect_exit=True) -> int:
 def seed_run_dir(run):
     """What an earlier attempt left in the run directory; none of it may change."""
     run.mkdir(parents=True, exist_ok=True)
-    files = {RunDir(run).results: json.dumps({"status": "failed", "error": "earlier"}),
-             RunDir(run).metrics: '{"epoch": 1}\n', run / "notes.txt": "mine"}
+    files = {
+        RunDir(run).results: json.dumps({"status": "failed", "error": "earlier"}),
+        RunDir(run).metrics: '{"epoch": 1}\n',
+        run / "notes.txt": "mine",
+    }
     for path, text in files.items():
         path.write_text(text)
     return files
@@ -208,8 +301,14 @@ def test_unreadable_checkpoint_without_fallback_stops_and_deletes_nothing(tmp_pa
     """It restarted at step 0 and deleted the run's TensorBoard events."""
     monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
     run = tmp_path / "run"
-    args = [*TINY_LM, f"dataset.root={_ptb(tmp_path)}", "trainer.max_steps=2", "trainer.epochs=1",
-            "trainer.checkpoint_every=1", f"hydra.run.dir={run}"]
+    args = [
+        *TINY_LM,
+        f"dataset.root={_ptb(tmp_path)}",
+        "trainer.max_steps=2",
+        "trainer.epochs=1",
+        "trainer.checkpoint_every=1",
+        f"hydra.run.dir={run}",
+    ]
     assert main_in_process(args) == 0
     rd = RunDir(run)
     rd.results.unlink()  # an unfinished run with checkpoints and events
@@ -251,8 +350,13 @@ def test_checkpoint_of_another_shape_fails_cleanly(tmp_path, capsys, monkeypatch
 def test_continuing_with_other_threads_or_device_is_allowed(tmp_path, monkeypatch):
     monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
     run = tmp_path / "run"
-    args = [*TINY_LM, f"dataset.root={_ptb(tmp_path)}", "trainer.max_steps=2", "trainer.epochs=1",
-            f"hydra.run.dir={run}"]
+    args = [
+        *TINY_LM,
+        f"dataset.root={_ptb(tmp_path)}",
+        "trainer.max_steps=2",
+        "trainer.epochs=1",
+        f"hydra.run.dir={run}",
+    ]
     assert main_in_process(args) == 0
     RunDir(run).results.unlink()
     saved = RunDir(run).config.read_bytes()
@@ -268,9 +372,10 @@ def test_unwritable_output_folder(tmp_path, capsys):
     assert code == 2 and "cannot be written" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("args,needle", [(["model=transformerx"], "transformerx"),
-                                         (["dataset=wikitext"], "wikitext"),
-                                         (["experiment=nope"], "nope")])
+@pytest.mark.parametrize(
+    "args,needle",
+    [(["model=transformerx"], "transformerx"), (["dataset=wikitext"], "wikitext"), (["experiment=nope"], "nope")],
+)
 def test_unknown_model_dataset_or_experiment(tmp_path, capsys, args, needle):
     code = main_in_process([*args, f"hydra.run.dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err

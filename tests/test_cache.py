@@ -94,10 +94,12 @@ def test_a_payload_that_would_run_code_is_not_loaded(tmp_path, caplog):
 
 def _half_write_then(error):
     """A torch.save that writes part of the file to the temp path it is given, then fails."""
+
     def save(obj, path):
         with open(path, "wb") as f:
             f.write(b"PK\x03\x04 half a zip")
         raise error
+
     return save
 
 

@@ -9,8 +9,16 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from pbexp.errors import ConfigError
-from pbexp.models.classifiers import (NBSVM, CNNClassifier, CNNRNNClassifier, FastText, GRUClassifier, ReportCNN,
-                                      ReportCNNRNN, ReportGRU)
+from pbexp.models.classifiers import (
+    NBSVM,
+    CNNClassifier,
+    CNNRNNClassifier,
+    FastText,
+    GRUClassifier,
+    ReportCNN,
+    ReportCNNRNN,
+    ReportGRU,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 V = 100
@@ -41,6 +49,7 @@ def padded_batch(lengths, max_len, vocab_size=V, seed=0):
 
 
 # ---------------------------------------------------------------- shapes, gradients, report sizes
+
 
 @pytest.mark.parametrize("name", list(DEFAULTS))
 def test_logits_shape_and_finite_grads(name):
@@ -78,11 +87,14 @@ def test_report_layer_shapes_match_the_tables():
     assert (mix.decoder1.in_features, mix.decoder1.out_features) == (2500, 500)
 
 
-@pytest.mark.parametrize("cls, max_len, hyper, flat", [
-    (ReportCNN, 12, dict(emb_size=100, channels=4, kernel_size=5, hidden_size=8), 4 * ((100 - 5 + 1) // 2)),  # 192
-    (ReportGRU, 20, dict(emb_size=16, hidden_size=8, fc_size=10), 20 * 8),  # 160
-    (ReportCNNRNN, 9, dict(emb_size=64, channels=7, kernel_size=5, hidden_size=6, fc_size=10), 7 * 6),  # 42
-])
+@pytest.mark.parametrize(
+    "cls, max_len, hyper, flat",
+    [
+        (ReportCNN, 12, dict(emb_size=100, channels=4, kernel_size=5, hidden_size=8), 4 * ((100 - 5 + 1) // 2)),  # 192
+        (ReportGRU, 20, dict(emb_size=16, hidden_size=8, fc_size=10), 20 * 8),  # 160
+        (ReportCNNRNN, 9, dict(emb_size=64, channels=7, kernel_size=5, hidden_size=6, fc_size=10), 7 * 6),  # 42
+    ],
+)
 def test_report_sizes_at_other_settings(cls, max_len, hyper, flat):
     model = build(cls, max_len, **hyper)
     assert model.flat_features == flat
@@ -137,15 +149,29 @@ def test_bad_sizes_raise_config_error_naming_the_key(cls, max_len, hyper, key):
     assert key in str(err.value)
 
 
-@pytest.mark.parametrize("cls, max_len, hyper, message", [
-    (ReportCNN, 30, dict(kernel_size=300), "model.kernel_size=300 is not allowed: an integer in [1, 299] (the conv "
-     "runs over the embedding axis; (emb_size - kernel_size + 1) // 2 must be >= 1 with emb_size=300)"),
-    (ReportGRU, 20, dict(seq_len=30), "model.seq_len=30 is not allowed: an integer in [1, 20] (at most "
-     "dataset.max_len=20, the words the data keeps)"),
-    (GRUClassifier, 20, dict(dropout=1.0), "model.dropout=1.0 is not allowed: a number in [0, 1)"),
-    (GRUClassifier, 20, dict(bidirectional=1), "model.bidirectional=1 is not allowed: true or false"),
-    (NBSVM, 20, dict(scale=0), "model.scale=0 is not allowed: a number > 0"),
-], ids=["report-kernel", "report-seq-len", "dropout", "bidirectional", "nbsvm-scale"])
+@pytest.mark.parametrize(
+    "cls, max_len, hyper, message",
+    [
+        (
+            ReportCNN,
+            30,
+            dict(kernel_size=300),
+            "model.kernel_size=300 is not allowed: an integer in [1, 299] (the conv "
+            "runs over the embedding axis; (emb_size - kernel_size + 1) // 2 must be >= 1 with emb_size=300)",
+        ),
+        (
+            ReportGRU,
+            20,
+            dict(seq_len=30),
+            "model.seq_len=30 is not allowed: an integer in [1, 20] (at most "
+            "dataset.max_len=20, the words the data keeps)",
+        ),
+        (GRUClassifier, 20, dict(dropout=1.0), "model.dropout=1.0 is not allowed: a number in [0, 1)"),
+        (GRUClassifier, 20, dict(bidirectional=1), "model.bidirectional=1 is not allowed: true or false"),
+        (NBSVM, 20, dict(scale=0), "model.scale=0 is not allowed: a number > 0"),
+    ],
+    ids=["report-kernel", "report-seq-len", "dropout", "bidirectional", "nbsvm-scale"],
+)
 def test_config_errors_say_key_value_and_what_is_allowed(cls, max_len, hyper, message):
     with pytest.raises(ConfigError) as err:
         build(cls, max_len, **hyper)
@@ -200,6 +226,7 @@ def test_cnn_pads_cannot_win_the_max():
 
 
 # ---------------------------------------------------------------- fastText hashing
+
 
 def test_fasttext_same_bigram_same_bucket_anywhere():
     model = build(FastText, 10, ngrams=2, buckets=1009)
@@ -257,8 +284,16 @@ def test_fasttext_words_only_has_no_ngram_table():
 
 # ---------------------------------------------------------------- configs
 
-YAMLS = {"report_cnn": 30, "report_gru": 30, "report_cnn_rnn": 50, "cnn": 256, "gru_clf": 256, "cnn_rnn": 256,
-         "fasttext": 256, "nbsvm": 256}
+YAMLS = {
+    "report_cnn": 30,
+    "report_gru": 30,
+    "report_cnn_rnn": 50,
+    "cnn": 256,
+    "gru_clf": 256,
+    "cnn_rnn": 256,
+    "fasttext": 256,
+    "nbsvm": 256,
+}
 
 
 @pytest.mark.parametrize("name", list(YAMLS))
@@ -325,6 +360,7 @@ def test_report_models_read_the_first_seq_len_words_of_longer_inputs(cls, seq_le
 
 # ---------------------------------------------------------------- NBSVM
 
+
 def _python_features(row, ngrams, vocab_size):
     """The distinct features of one review, by plain Python: words and hashed n-grams of real tokens."""
     tokens = [t for t in row if t != 0]
@@ -332,7 +368,7 @@ def _python_features(row, ngrams, vocab_size):
     for n in range(2, ngrams + 1):
         for i in range(len(tokens) - n + 1):
             h = n
-            for t in tokens[i:i + n]:
+            for t in tokens[i : i + n]:
                 h = (h * 116_049_371 + t) % (2**31 - 1)
             out.add(vocab_size + h)
     return out
@@ -346,6 +382,7 @@ def _fitted_nbsvm(x, y, **hyper):
 
 def test_nbsvm_features_are_each_reviews_distinct_words_and_ngrams():
     from pbexp.models.classifiers import ngram_keys
+
     x = torch.tensor([[3, 4, 3, 4, 0, 0], [5, 5, 5, 5, 5, 5], [7, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
     keys, first = ngram_keys(x, pad_idx=0, ngrams=3, vocab_size=V)
     for row, k, f in zip(x.tolist(), keys, first):
@@ -359,12 +396,12 @@ def test_nbsvm_ratios_match_counting_by_hand():
     model = _fitted_nbsvm(x, y, num_classes=3, vocab_size=12, ngrams=2, alpha=0.5)
     feats = [_python_features(row, 2, 12) for row in x.tolist()]
     table = sorted(set().union(*feats))
-    assert model.keys[:len(table)].tolist() == table and (model.keys[len(table):] == NBSVM.NO_KEY).all()
+    assert model.keys[: len(table)].tolist() == table and (model.keys[len(table) :] == NBSVM.NO_KEY).all()
     for c in range(3):
         p = torch.tensor([sum(f in fs for fs, label in zip(feats, y.tolist()) if label == c) for f in table]) + 0.5
         q = torch.tensor([sum(f in fs for fs, label in zip(feats, y.tolist()) if label != c) for f in table]) + 0.5
         expected = (p / p.sum()).log() - (q / q.sum()).log()
-        torch.testing.assert_close(model.ratio[:len(table), c], expected.float())
+        torch.testing.assert_close(model.ratio[: len(table), c], expected.float())
 
 
 def test_nbsvm_table_keeps_the_features_in_most_reviews():
@@ -410,9 +447,16 @@ def test_nbsvm_learns_a_rule_naive_bayes_gets_wrong():
     assert (model(x).argmax(1) == y).float().mean().item() >= max(0.95, nb_acc + 0.05)
 
 
-@pytest.mark.parametrize("hyper, key", [(dict(ngrams=0), "model.ngrams"), (dict(max_features=0), "model.max_features"),
-                                        (dict(alpha=0), "model.alpha"), (dict(scale=-1.0), "model.scale"),
-                                        (dict(nb_weight="x"), "model.nb_weight")])
+@pytest.mark.parametrize(
+    "hyper, key",
+    [
+        (dict(ngrams=0), "model.ngrams"),
+        (dict(max_features=0), "model.max_features"),
+        (dict(alpha=0), "model.alpha"),
+        (dict(scale=-1.0), "model.scale"),
+        (dict(nb_weight="x"), "model.nb_weight"),
+    ],
+)
 def test_nbsvm_bad_hyper_parameters_name_the_key(hyper, key):
     with pytest.raises(ConfigError, match=key):
         build(NBSVM, 10, **hyper)

@@ -18,12 +18,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class, get_method
 from omegaconf import OmegaConf
 
+from helpers.configs import compose_cfg
 from pbexp.config import validate
 from pbexp.errors import ConfigError
 from pbexp.models import TASK_KINDS, build_model, check_overrides_apply, model_config, model_kind
 from pbexp.train import CONFIG_DIR
-
-from helpers.configs import compose_cfg
 
 CONFIGS = Path(CONFIG_DIR)
 MODELS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
@@ -81,6 +80,7 @@ def model_kinds(name: str) -> str:
 
 # ---------------------------------------------------------------- the defaults and overrides
 
+
 def test_default_is_lstm_on_ptb():
     cfg = compose_cfg()
     assert cfg.model.cell == "LSTM" and cfg.dataset._target_.endswith("load_ptb")
@@ -88,16 +88,29 @@ def test_default_is_lstm_on_ptb():
 
 
 def test_public_override_names_exist():
-    keys = ["model.emb_size=10", "model.hidden_size=10", "model.num_layers=1", "model.dropout=0.3",
-            "model.tie_weights=true", "model.init=identity", "trainer.optimizer=adam", "trainer.lr=0.5",
-            "trainer.clip=1", "trainer.batch_size=8", "trainer.bptt=12", "trainer.epochs=2", "trainer.max_steps=7",
-            "seed=3"]
+    keys = [
+        "model.emb_size=10",
+        "model.hidden_size=10",
+        "model.num_layers=1",
+        "model.dropout=0.3",
+        "model.tie_weights=true",
+        "model.init=identity",
+        "trainer.optimizer=adam",
+        "trainer.lr=0.5",
+        "trainer.clip=1",
+        "trainer.batch_size=8",
+        "trainer.bptt=12",
+        "trainer.epochs=2",
+        "trainer.max_steps=7",
+        "seed=3",
+    ]
     cfg = compose_cfg(keys)
     assert cfg.model.tie_weights is True and cfg.trainer.bptt == 12 and cfg.seed == 3
 
 
 def test_unknown_key_is_rejected_by_struct_mode():
     from hydra.errors import ConfigCompositionException
+
     with pytest.raises(ConfigCompositionException, match="lrr"):
         compose_cfg(["trainer.lrr=1"])
 
@@ -110,8 +123,9 @@ def test_imdb_dataset_picks_classifier_defaults_but_command_line_wins():
 
 
 def test_gru_is_the_language_model_and_gru_clf_the_classifier_each_with_its_keys_at_the_top():
-    lm = build_model(compose_cfg(["model=gru", "model.emb_size=8", "model.hidden_size=8"]).model, None, "lm",
-                     vocab_size=20)
+    lm = build_model(
+        compose_cfg(["model=gru", "model.emb_size=8", "model.hidden_size=8"]).model, None, "lm", vocab_size=20
+    )
     cfg = compose_cfg(["dataset=imdb", "model=gru_clf", "model.hidden_size=6"])
     clf = build_model(cfg.model, None, "clf", vocab_size=20, num_classes=2, max_len=10, pad_idx=0)
     assert type(lm).__name__ == "RNNLanguageModel" and lm.cell == "GRU" and lm.hidden_size == 8
@@ -119,14 +133,25 @@ def test_gru_is_the_language_model_and_gru_clf_the_classifier_each_with_its_keys
     assert not set(TASK_KINDS) & set(compose_cfg(["model=gru"]).model)  # no other task's config nested inside
 
 
-@pytest.mark.parametrize("args,message", [
-    (["model=gru", "dataset=imdb"], "model='gru' is not allowed: a language model (dataset=ptb); "
-                                    "on dataset=imdb use model=gru_clf"),
-    (["model=lstm", "dataset=imdb"], "model='lstm' is not allowed: a language model (dataset=ptb); "
-                                     "on dataset=imdb use a classifier, e.g. model=cnn"),
-    (["model=gru_clf", "trainer.optimizer=adam", "trainer.lr=0.01"],
-     "model='gru_clf' is not allowed: a classifier (dataset=imdb); on dataset=ptb use model=gru"),
-], ids=["gru-on-imdb", "lstm-on-imdb", "gru_clf-on-ptb"])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["model=gru", "dataset=imdb"],
+            "model='gru' is not allowed: a language model (dataset=ptb); on dataset=imdb use model=gru_clf",
+        ),
+        (
+            ["model=lstm", "dataset=imdb"],
+            "model='lstm' is not allowed: a language model (dataset=ptb); "
+            "on dataset=imdb use a classifier, e.g. model=cnn",
+        ),
+        (
+            ["model=gru_clf", "trainer.optimizer=adam", "trainer.lr=0.01"],
+            "model='gru_clf' is not allowed: a classifier (dataset=imdb); on dataset=ptb use model=gru",
+        ),
+    ],
+    ids=["gru-on-imdb", "lstm-on-imdb", "gru_clf-on-ptb"],
+)
 def test_a_model_of_the_other_task_is_refused_in_one_line_before_it_is_built(args, message):
     cfg = compose_cfg(args)
     kind = "clf" if "dataset=imdb" in args else "lm"
@@ -138,6 +163,7 @@ def test_a_model_of_the_other_task_is_refused_in_one_line_before_it_is_built(arg
 
 
 # ---------------------------------------------------------------- every model on every dataset it accepts
+
 
 def test_the_tree_says_which_model_goes_with_which_dataset():
     # the rule the matrix below relies on, checked where the answer is known
@@ -156,8 +182,11 @@ def test_every_model_composes_resolves_and_builds_on_every_dataset_it_accepts(na
         cfg = compose_cfg([f"dataset={dataset}", f"model={name}"])
         OmegaConf.to_container(cfg, resolve=True)  # every interpolation (trainer.lr: ${model.recipe.lr}, ...)
         validate(cfg)
-        sizes = {"vocab_size": 40} if kind == "lm" else {"vocab_size": 40, "num_classes": 2,
-                                                         "max_len": cfg.dataset.max_len, "pad_idx": 0}
+        sizes = (
+            {"vocab_size": 40}
+            if kind == "lm"
+            else {"vocab_size": 40, "num_classes": 2, "max_len": cfg.dataset.max_len, "pad_idx": 0}
+        )
         model = build_model(cfg.model, None, kind, **sizes)
         target = model_config(cfg.model, kind)["_target_"]
         assert f"{type(model).__module__}.{type(model).__name__}" == target, (dataset, kind)
@@ -202,11 +231,20 @@ def test_the_globs_found_the_presets_their_sizes_and_sweeps():
 
 # ---------------------------------------------------------------- what the LM configs build
 
-@pytest.mark.parametrize("args,cell", [(["model=lstm"], "LSTM"), (["model=gru"], "GRU"),
-                                       (["model=rnn_tanh"], "RNN_TANH"), (["model=rnn_relu"], "RNN_RELU"),
-                                       (["model=irnn"], "RNN_RELU"), (["model=irnn", "model.identity_scale=0.3"], "RNN_RELU"),
-                                       (["experiment=irnn_question", "model=irnn"], "RNN_RELU")],
-                         ids=["lstm", "gru", "rnn_tanh", "rnn_relu", "irnn", "irnn_scale_0.3", "irnn_question"])
+
+@pytest.mark.parametrize(
+    "args,cell",
+    [
+        (["model=lstm"], "LSTM"),
+        (["model=gru"], "GRU"),
+        (["model=rnn_tanh"], "RNN_TANH"),
+        (["model=rnn_relu"], "RNN_RELU"),
+        (["model=irnn"], "RNN_RELU"),
+        (["model=irnn", "model.identity_scale=0.3"], "RNN_RELU"),
+        (["experiment=irnn_question", "model=irnn"], "RNN_RELU"),
+    ],
+    ids=["lstm", "gru", "rnn_tanh", "rnn_relu", "irnn", "irnn_scale_0.3", "irnn_question"],
+)
 def test_lm_model_configs_build_the_named_cell_with_the_configured_init(args, cell):
     hidden = 8
     cfg = compose_cfg([*args, "model.emb_size=8", f"model.hidden_size={hidden}"])

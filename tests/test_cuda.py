@@ -4,12 +4,10 @@ when one fails, or when torch sees no GPU there (they would all skip and pass)."
 import pytest
 import torch
 
+from helpers.configs import TINY_LM, compose_cfg
 from pbexp.train import train
 
-from helpers.configs import TINY_LM, compose_cfg
-
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")]
 
 
 @pytest.mark.parametrize("amp", ["none", "bf16"])
@@ -29,6 +27,7 @@ def test_classification_batches_are_pinned_and_copied_to_the_gpu():
     from pbexp.data.base import ClassificationData
     from pbexp.data.vocab import Vocab
     from pbexp.training.tasks import ClassificationTask
+
     x, y = torch.randint(2, 10, (8, 5)), torch.randint(0, 2, (8,))
     data = ClassificationData(Vocab([str(i) for i in range(10)]), ["a", "b"], 5, x, y, x, y, x, y)
     task = ClassificationTask(data, batch_size=4, device="cuda")

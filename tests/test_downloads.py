@@ -12,10 +12,9 @@ import pytest
 
 import pbexp.data.imdb as imdb
 import pbexp.data.ptb as ptb
+from helpers.data import read_ptb_reference, tiny_reviews, write_archive, write_tiny_ptb, write_tree
 from pbexp.data import locate
 from pbexp.errors import DataError
-
-from helpers.data import read_ptb_reference, tiny_reviews, write_archive, write_tiny_ptb, write_tree
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +52,9 @@ def test_download_arrives_whole_through_an_atomic_rename(tmp_path, payload, monk
     def watching_replace(src, dst):
         # At the rename: the whole file is already in a temp file beside dest (same file system, so the
         # rename is atomic), and dest is not there yet: nobody can see a half-written dest.
-        renames.append((Path(src).parent == Path(dst).parent, Path(src).read_bytes() == payload.read_bytes(),
-                        Path(dst).exists()))
+        renames.append(
+            (Path(src).parent == Path(dst).parent, Path(src).read_bytes() == payload.read_bytes(), Path(dst).exists())
+        )
         return real_replace(src, dst)
 
     monkeypatch.setattr(locate.os, "replace", watching_replace)
@@ -118,8 +118,9 @@ def serve_ptb(tmp_path, monkeypatch, corrupt: str | None = None) -> dict[str, by
     """Point ptb's URL at a local archive and its checksums at its files (``corrupt``'s made wrong)."""
     archive, contents = write_ptb_archive(tmp_path)
     monkeypatch.setattr(ptb, "ARCHIVE_URL", archive.as_uri())
-    monkeypatch.setattr(ptb, "SHA256", {name: sha256(b"not this file" if name == corrupt else data)
-                                        for name, data in contents.items()})
+    monkeypatch.setattr(
+        ptb, "SHA256", {name: sha256(b"not this file" if name == corrupt else data) for name, data in contents.items()}
+    )
     return contents
 
 

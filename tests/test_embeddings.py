@@ -3,12 +3,11 @@ import zipfile
 import pytest
 import torch
 
+from helpers.configs import SHARED_DATA
 from pbexp.data.vocab import Vocab
 from pbexp.errors import ConfigError, DataError
 from pbexp.models.embeddings import load_pretrained, read_vectors
 from pbexp.models.lm import RNNLanguageModel
-
-from helpers.configs import SHARED_DATA
 
 GLOVE = "the 0.1 0.2 0.3\ncat -1 0 1.5\ndog 2 2 2\n"
 
@@ -46,11 +45,14 @@ def test_zip_and_freeze(tmp_path):
     assert not emb.weight.requires_grad and emb.weight[0].tolist() == [2, 2, 2]
 
 
-@pytest.mark.parametrize("content,error,match", [
-    ("the 1 2 3\ncat 1 2\n", DataError, "line 2: 2 numbers"),
-    ("the 1 2 x\n", DataError, "not a number"),
-    ("lonely\n", DataError, "line 1"),
-])
+@pytest.mark.parametrize(
+    "content,error,match",
+    [
+        ("the 1 2 3\ncat 1 2\n", DataError, "line 2: 2 numbers"),
+        ("the 1 2 x\n", DataError, "not a number"),
+        ("lonely\n", DataError, "line 1"),
+    ],
+)
 def test_malformed_glove_is_a_clear_error(tmp_path, content, error, match):
     path = tmp_path / "g.txt"
     path.write_text(content)
@@ -73,6 +75,7 @@ GLOVE_ZIP = SHARED_DATA / "glove" / "glove.6B.50d.10k.zip"
 @pytest.mark.skipif(not GLOVE_ZIP.exists(), reason="real GloVe file not found")
 def test_real_glove_50d_on_ptb_vocab():
     from pbexp.data.ptb import load_ptb
+
     vocab = load_ptb(SHARED_DATA, download=False).vocab
     model = RNNLanguageModel(len(vocab), emb_size=50, hidden_size=50, num_layers=1)
     found = load_pretrained(model.embedding, vocab, GLOVE_ZIP)

@@ -7,8 +7,21 @@ from pbexp.training import trainer as trainer_module
 from pbexp.training.trainer import Trainer, format_seconds
 
 
-def at(monkeypatch, now: float, *, epochs=10, max_steps=0, max_minutes=0, epoch=3, batch=40, step=240,
-       epoch_time=0.0, epoch_start=0.0, valid_seconds=5.0, time_done=200.0) -> Trainer:
+def at(
+    monkeypatch,
+    now: float,
+    *,
+    epochs=10,
+    max_steps=0,
+    max_minutes=0,
+    epoch=3,
+    batch=40,
+    step=240,
+    epoch_time=0.0,
+    epoch_start=0.0,
+    valid_seconds=5.0,
+    time_done=200.0,
+) -> Trainer:
     """A trainer 40 batches into epoch 3 of 10 (100 batches an epoch), at 0.5 s a batch."""
     t = object.__new__(Trainer)  # run_eta reads counters only: no model, data or optimiser needed
     t.cfg = OmegaConf.create({"epochs": epochs, "max_steps": max_steps, "max_minutes": max_minutes})

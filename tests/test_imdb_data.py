@@ -11,13 +11,12 @@ import torch
 
 import pbexp.data.imdb as imdb
 import pbexp.data.tokenize_pool as tokenize_pool
+from helpers.configs import REPO
+from helpers.data import COUNT, N_TRAIN, tiny_reviews, write_archive, write_tree
 from pbexp.data.imdb import CLASSES, Review, load_imdb, read_reviews, stratified_split
 from pbexp.data.tokenize import tokenize
 from pbexp.data.tokenize_pool import PAD, UNK, numericalise
 from pbexp.errors import ConfigError, DataError
-
-from helpers.configs import REPO
-from helpers.data import COUNT, N_TRAIN, tiny_reviews, write_archive, write_tree
 
 REAL_DATA = Path(os.environ.get("PBEXP_DATA_MIRROR", "/work/shared/data")) / "imdb" / "aclImdb_v1.tar.gz"
 
@@ -76,8 +75,12 @@ def test_archive_and_folder_give_the_same_reviews_in_sorted_order(archive_root, 
     assert from_archive == from_folder
     assert len(from_archive) == 2 * N_TRAIN + 6  # unsup/, README, *.feat, urls, .DS_Store ignored
     keys = [(r.split, r.label, r.id) for r in from_archive]
-    expected = ([("train", 0, i) for i in range(N_TRAIN)] + [("train", 1, i) for i in range(N_TRAIN)]
-                + [("test", 0, i) for i in range(3)] + [("test", 1, i) for i in range(3)])
+    expected = (
+        [("train", 0, i) for i in range(N_TRAIN)]
+        + [("train", 1, i) for i in range(N_TRAIN)]
+        + [("test", 0, i) for i in range(3)]
+        + [("test", 1, i) for i in range(3)]
+    )
     assert keys == expected
 
 
@@ -218,8 +221,18 @@ def test_second_call_uses_the_cache(archive_root, count_reads, caplog, tmp_path)
     assert second.train_x.dtype == torch.int64
 
 
-@pytest.mark.parametrize("change", [dict(max_len=9), dict(max_vocab=10), dict(min_freq=2), dict(valid_fraction=0.3),
-                                    dict(split_seed=1), dict(truncate="tail"), dict(lowercase=False)])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(max_len=9),
+        dict(max_vocab=10),
+        dict(min_freq=2),
+        dict(valid_fraction=0.3),
+        dict(split_seed=1),
+        dict(truncate="tail"),
+        dict(lowercase=False),
+    ],
+)
 def test_a_changed_setting_rebuilds(archive_root, count_reads, change):
     settings = dict(max_len=8)
     load_imdb(archive_root, **settings)
@@ -340,15 +353,28 @@ def test_a_downloaded_file_that_is_not_imdb_is_rejected_and_deleted(tmp_path, mo
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    (dict(max_len=0), "max_len"), (dict(max_len=-3), "max_len"), (dict(max_len="400"), "max_len"),
-    (dict(max_len=2.5), "max_len"), (dict(max_vocab=0), "max_vocab"), (dict(max_vocab=-1), "max_vocab"),
-    (dict(max_vocab=2), "max_vocab"), (dict(min_freq=0), "min_freq"), (dict(valid_fraction=0), "valid_fraction"),
-    (dict(valid_fraction=1), "valid_fraction"), (dict(valid_fraction=1.5), "valid_fraction"),
-    (dict(valid_fraction=-0.1), "valid_fraction"), (dict(valid_fraction="0.1"), "valid_fraction"),
-    (dict(truncate="middle"), "truncate"), (dict(lowercase="yes"), "lowercase"), (dict(split_seed=-1), "split_seed"),
-    (dict(download="no"), "download"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        (dict(max_len=0), "max_len"),
+        (dict(max_len=-3), "max_len"),
+        (dict(max_len="400"), "max_len"),
+        (dict(max_len=2.5), "max_len"),
+        (dict(max_vocab=0), "max_vocab"),
+        (dict(max_vocab=-1), "max_vocab"),
+        (dict(max_vocab=2), "max_vocab"),
+        (dict(min_freq=0), "min_freq"),
+        (dict(valid_fraction=0), "valid_fraction"),
+        (dict(valid_fraction=1), "valid_fraction"),
+        (dict(valid_fraction=1.5), "valid_fraction"),
+        (dict(valid_fraction=-0.1), "valid_fraction"),
+        (dict(valid_fraction="0.1"), "valid_fraction"),
+        (dict(truncate="middle"), "truncate"),
+        (dict(lowercase="yes"), "lowercase"),
+        (dict(split_seed=-1), "split_seed"),
+        (dict(download="no"), "download"),
+    ],
+)
 def test_bad_settings_raise_config_error_naming_the_key(archive_root, kwargs, key):
     with pytest.raises(ConfigError) as e:
         load_imdb(archive_root, **kwargs)
@@ -383,7 +409,7 @@ def test_truncated_archive(archive_root, cut):
 def test_corrupt_archive(archive_root):
     path = archive_of(archive_root)
     data = bytearray(path.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # zero a stretch of the deflate stream
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # zero a stretch of the deflate stream
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match="truncated or corrupt"):
         read_reviews(path)

@@ -38,8 +38,9 @@ def test_irnn_init_is_identity_with_zero_biases():
 
 
 def test_identity_scale():
-    m = RNNLanguageModel(30, cell="RNN_RELU", emb_size=6, hidden_size=5, num_layers=1, init="identity",
-                         identity_scale=0.5)
+    m = RNNLanguageModel(
+        30, cell="RNN_RELU", emb_size=6, hidden_size=5, num_layers=1, init="identity", identity_scale=0.5
+    )
     assert torch.equal(m.rnn.weight_hh_l0, 0.5 * torch.eye(5))
 
 
@@ -57,19 +58,22 @@ def test_tied_weights_share_one_tensor():
     assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in m.parameters()) == 40 * 8
 
 
-@pytest.mark.parametrize("kwargs,key", [
-    (dict(emb_size=8, hidden_size=10, tie_weights=True), "model.tie_weights"),
-    (dict(emb_size=0), "model.emb_size"),
-    (dict(hidden_size=-3), "model.hidden_size"),
-    (dict(num_layers=0), "model.num_layers"),
-    (dict(dropout=1.0), "model.dropout"),
-    (dict(dropout=-0.1), "model.dropout"),
-    (dict(cell="LSTMX"), "model.cell"),
-    (dict(init="zeros"), "model.init"),
-    (dict(dropout="0.1"), "model.dropout"),
-    (dict(num_layers=True), "model.num_layers"),
-    (dict(tie_weights="yes"), "model.tie_weights"),
-])
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [
+        (dict(emb_size=8, hidden_size=10, tie_weights=True), "model.tie_weights"),
+        (dict(emb_size=0), "model.emb_size"),
+        (dict(hidden_size=-3), "model.hidden_size"),
+        (dict(num_layers=0), "model.num_layers"),
+        (dict(dropout=1.0), "model.dropout"),
+        (dict(dropout=-0.1), "model.dropout"),
+        (dict(cell="LSTMX"), "model.cell"),
+        (dict(init="zeros"), "model.init"),
+        (dict(dropout="0.1"), "model.dropout"),
+        (dict(num_layers=True), "model.num_layers"),
+        (dict(tie_weights="yes"), "model.tie_weights"),
+    ],
+)
 def test_bad_model_config_names_the_key(kwargs, key):
     with pytest.raises(ConfigError) as e:
         RNNLanguageModel(20, **kwargs)
@@ -82,5 +86,5 @@ def test_perplexity_is_exp_of_mean_token_nll_by_hand():
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.25, 0.5]]))
     targets = torch.tensor([0, 0])
     nll = F.cross_entropy(logits, targets, reduction="sum").item()
-    assert perplexity(nll, 2) == pytest.approx(2 ** 1.5)
+    assert perplexity(nll, 2) == pytest.approx(2**1.5)
     assert perplexity(2 * math.log(7), 2) == pytest.approx(7.0)

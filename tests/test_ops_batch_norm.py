@@ -85,7 +85,7 @@ def test_one_value_per_feature_is_refused_in_training_like_torch():
 def test_report_formulas_are_wrong_on_uncentred_data():
     """MATHS.md, Problem 1: the report's variance (1/m sum x^2) and x_hat ((x - var)/...) are slips."""
     x = torch.tensor([1.0, 2.0, 6.0], dtype=torch.float64)
-    report_var = (x**2).mean()                      # 41/3
+    report_var = (x**2).mean()  # 41/3
     report_xhat = (x - report_var) / torch.sqrt(report_var)
     gamma, beta = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
     ours = batch_norm(x[:, None], gamma, beta, None, None, training=True, eps=0.0)[:, 0]

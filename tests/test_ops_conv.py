@@ -42,19 +42,29 @@ def test_report_output_count():
     assert conv2d(_rand(5, 5), torch.tensor(REPORT_KERNEL, dtype=torch.float64)).shape == (3, 3)
 
 
-@pytest.mark.parametrize("size,kernel,stride,padding", [(5, 3, 1, 0), (7, 3, 2, 0), (6, 2, 2, 0), (5, 3, 1, 1),
-                                                        (7, 3, 2, 1), (9, 5, 2, 2), (8, 4, 4, 0), (4, 4, 1, 0)])
+@pytest.mark.parametrize(
+    "size,kernel,stride,padding",
+    [(5, 3, 1, 0), (7, 3, 2, 0), (6, 2, 2, 0), (5, 3, 1, 1), (7, 3, 2, 1), (9, 5, 2, 2), (8, 4, 4, 0), (4, 4, 1, 0)],
+)
 def test_output_size_rule_matches_torch(size, kernel, stride, padding):
-    expected = F.conv2d(torch.zeros(1, 1, size, size), torch.zeros(1, 1, kernel, kernel),
-                        stride=stride, padding=padding).shape[-1]
+    expected = F.conv2d(
+        torch.zeros(1, 1, size, size), torch.zeros(1, 1, kernel, kernel), stride=stride, padding=padding
+    ).shape[-1]
     assert conv_output_size(size, kernel, stride, padding) == expected
     if padding:  # the report's rule (W1 - k)/s + 1 has no padding term and is wrong here
         assert (size - kernel) // stride + 1 != expected
 
 
-@pytest.mark.parametrize("size,kernel,stride,padding,bad", [(6, 3, 2, 0, "stride"), (5, 2, 2, 0, "stride"),
-                                                            (3, 5, 1, 0, "kernel"), (5, 3, 0, 0, "stride"),
-                                                            (5, 3, 1, -1, "padding")])
+@pytest.mark.parametrize(
+    "size,kernel,stride,padding,bad",
+    [
+        (6, 3, 2, 0, "stride"),
+        (5, 2, 2, 0, "stride"),
+        (3, 5, 1, 0, "kernel"),
+        (5, 3, 0, 0, "stride"),
+        (5, 3, 1, -1, "padding"),
+    ],
+)
 def test_output_size_rule_refuses_bad_shapes(size, kernel, stride, padding, bad):
     with pytest.raises(ConfigError) as err:
         conv_output_size(size, kernel, stride, padding)
@@ -68,7 +78,9 @@ def test_conv2d_refuses_a_stride_that_does_not_divide():
         conv2d(_rand(6, 6), _rand(3, 3), stride=2)
 
 
-@pytest.mark.parametrize("size,k,stride,padding", [(5, 3, 1, 0), (7, 3, 2, 0), (7, 3, 2, 1), (9, 2, 3, 1), (6, 6, 1, 0)])
+@pytest.mark.parametrize(
+    "size,k,stride,padding", [(5, 3, 1, 0), (7, 3, 2, 0), (7, 3, 2, 1), (9, 2, 3, 1), (6, 6, 1, 0)]
+)
 def test_single_channel_forward_and_gradients(size, k, stride, padding):
     x, kernel = _rand(size, size, seed=1), _rand(k, k, seed=2)
     xr, kr = x[None, None].clone().requires_grad_(True), kernel[None, None].clone().requires_grad_(True)

@@ -6,12 +6,12 @@ import torch
 
 from pbexp.ops import (
     conditional_affinities,
+    fit_tsne,
     joint_probabilities,
     kl_divergence,
     kl_gradient,
     squared_distances,
     student_t_affinities,
-    fit_tsne,
 )
 
 
@@ -42,8 +42,8 @@ def test_conditional_affinities_reach_the_perplexity(perplexity, scale):
 
 
 def test_joint_probabilities_symmetric_normalised_and_match_sklearn():
-    from sklearn.manifold._t_sne import _joint_probabilities  # reference implementation (private API)
     from scipy.spatial.distance import squareform
+    from sklearn.manifold._t_sne import _joint_probabilities  # reference implementation (private API)
 
     X = _clusters(50)
     P = joint_probabilities(X, 10.0)
@@ -105,8 +105,15 @@ def test_optimiser_kl_within_ten_percent_of_sklearn_exact():
     for seed in range(3):
         Y0 = 1e-4 * np.random.default_rng(seed).standard_normal((100, 2))
         r = fit_tsne(X, perplexity=30, learning_rate=30, early_exaggeration=10, init=Y0)
-        ref = TSNE(method="exact", perplexity=30, learning_rate=30, early_exaggeration=10,
-                   init=Y0.copy(), max_iter=1000, random_state=0).fit(X)
+        ref = TSNE(
+            method="exact",
+            perplexity=30,
+            learning_rate=30,
+            early_exaggeration=10,
+            init=Y0.copy(),
+            max_iter=1000,
+            random_state=0,
+        ).fit(X)
         assert 250 < r.n_iter <= 1000
         ours.append(r.kl_divergence), theirs.append(ref.kl_divergence_)
     assert abs(np.mean(ours) - np.mean(theirs)) <= 0.10 * np.mean(theirs), (ours, theirs)
@@ -153,13 +160,23 @@ def test_thousand_points_without_clusters_do_not_collapse_and_match_sklearn():
 
     X = np.random.default_rng(5).standard_normal((1000, 50))
     checks = []
-    r = fit_tsne(X, perplexity=30, learning_rate=30, early_exaggeration=10, max_iter=300, init="pca",
-                 progress=lambda done, kl, exaggerating: checks.append((done, exaggerating)))
-    ref = TSNE(method="exact", perplexity=30, learning_rate=30, early_exaggeration=10, max_iter=300, init="pca",
-               random_state=0).fit(X)
+    r = fit_tsne(
+        X,
+        perplexity=30,
+        learning_rate=30,
+        early_exaggeration=10,
+        max_iter=300,
+        init="pca",
+        progress=lambda done, kl, exaggerating: checks.append((done, exaggerating)),
+    )
+    ref = TSNE(
+        method="exact", perplexity=30, learning_rate=30, early_exaggeration=10, max_iter=300, init="pca", random_state=0
+    ).fit(X)
     done = [d for d, _ in checks]
     exaggerated = [d for d, exaggerating in checks if exaggerating]
     assert done == list(range(50, 301, 50)) and r.n_iter == 300 and ref.n_iter_ + 1 == 300
-    assert exaggerated == done[: len(exaggerated)] and 0 < len(exaggerated) < 5  # that phase ended early, the fit did not
+    assert (
+        exaggerated == done[: len(exaggerated)] and 0 < len(exaggerated) < 5
+    )  # that phase ended early, the fit did not
     assert np.ptp(r.embedding, axis=0).min() > 10  # not collapsed
     assert abs(r.kl_divergence - ref.kl_divergence_) <= 0.05 * ref.kl_divergence_, (r.kl_divergence, ref.kl_divergence_)

@@ -7,10 +7,9 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from pbexp.rundir import RunDir
-
 from helpers.configs import REPO, TINY_LM
 from helpers.data import write_tiny_ptb
+from pbexp.rundir import RunDir
 
 
 def run(args, **kw):
@@ -20,11 +19,26 @@ def run(args, **kw):
 
 
 def test_wheel_ships_the_configs_and_trains_outside_the_repository(tmp_path):
-    run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist")], cwd=tmp_path)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(REPO),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        cwd=tmp_path,
+    )
     (wheel,) = (tmp_path / "dist").glob("pbexp-*.whl")
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("pbexp/configs/")}
-    expected = {f"pbexp/configs/{p.relative_to(REPO / 'configs').as_posix()}" for p in (REPO / "configs").rglob("*.yaml")}
+    expected = {
+        f"pbexp/configs/{p.relative_to(REPO / 'configs').as_posix()}" for p in (REPO / "configs").rglob("*.yaml")
+    }
     assert expected and expected <= shipped
 
     # A fresh virtualenv with the wheel; its dependencies come from this venv's site-packages through a .pth
@@ -33,19 +47,43 @@ def test_wheel_ships_the_configs_and_trains_outside_the_repository(tmp_path):
     run([sys.executable, "-m", "venv", "--without-pip", str(fresh)])  # this venv's pip installs into it
     site = run([fresh / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout
     (Path(site.strip()) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    run([sys.executable, "-m", "pip", "--python", str(fresh / "bin" / "python"), "install", "-q", "--no-deps",
-         "--no-index", str(wheel)])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(fresh / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ]
+    )
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PBEXP_DATA_MIRROR", "PYTHONPATH")}
-    where = run([fresh / "bin" / "python", "-c", "import pbexp.train as t; print(t.CONFIG_DIR)"], cwd=elsewhere, env=env)
+    where = run(
+        [fresh / "bin" / "python", "-c", "import pbexp.train as t; print(t.CONFIG_DIR)"], cwd=elsewhere, env=env
+    )
     assert where.stdout.strip().startswith(str(fresh)), where.stdout  # the wheel's copy, not the repository's
     job = run([fresh / "bin" / "pbexp-train", "--cfg", "job"], cwd=elsewhere, env=env)
     assert "_target_: pbexp.models.lm.RNNLanguageModel" in job.stdout
 
     data = write_tiny_ptb(tmp_path / "data" / "ptb").parent
-    run([fresh / "bin" / "pbexp-train", *TINY_LM, f"dataset.root={data}", "trainer.max_steps=20", "trainer.epochs=0",
-         "hydra.run.dir=run"], cwd=elsewhere, env=env)
+    run(
+        [
+            fresh / "bin" / "pbexp-train",
+            *TINY_LM,
+            f"dataset.root={data}",
+            "trainer.max_steps=20",
+            "trainer.epochs=0",
+            "hydra.run.dir=run",
+        ],
+        cwd=elsewhere,
+        env=env,
+    )
     results = RunDir(elsewhere / "run").read_results()
     assert results["status"] == "completed" and results["steps"] == 20

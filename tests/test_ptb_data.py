@@ -1,13 +1,12 @@
 import pytest
 import torch
 
+from helpers.configs import SHARED_DATA
+from helpers.data import read_ptb_reference
 from pbexp.data import locate
 from pbexp.data.ptb import load_ptb
 from pbexp.errors import DataError
 from pbexp.training.tasks import LMTask, batchify
-
-from helpers.configs import SHARED_DATA
-from helpers.data import read_ptb_reference
 
 
 def test_vocab_from_train_in_first_appearance_order(tmp_path):
@@ -69,11 +68,16 @@ def test_mirror_is_used_when_root_is_empty(tmp_path, tiny_ptb, monkeypatch):
     assert_is_the_corpus_in(data, tiny_ptb / "ptb")
 
 
-@pytest.mark.parametrize("make_root,said", [
-    (lambda d: (d / "ptb").mkdir(parents=True) or (d / "ptb" / "ptb.train.txt").write_text("a b\n") and d,
-     "holds no ptb.valid.txt, ptb.test.txt"),
-    (lambda d: d.parent.mkdir(parents=True, exist_ok=True) or d.write_text("x") and d, "is a file, not a folder"),
-])
+@pytest.mark.parametrize(
+    "make_root,said",
+    [
+        (
+            lambda d: (d / "ptb").mkdir(parents=True) or (d / "ptb" / "ptb.train.txt").write_text("a b\n") and d,
+            "holds no ptb.valid.txt, ptb.test.txt",
+        ),
+        (lambda d: d.parent.mkdir(parents=True, exist_ok=True) or d.write_text("x") and d, "is a file, not a folder"),
+    ],
+)
 def test_a_named_root_that_is_passed_over_is_reported(tmp_path, tiny_ptb, monkeypatch, caplog, make_root, said):
     root = make_root(tmp_path / "mine")
     monkeypatch.setenv("PBEXP_DATA_MIRROR", str(tiny_ptb))
@@ -91,7 +95,9 @@ def test_download_failure_falls_through_to_the_message(tmp_path, monkeypatch):
         load_ptb(tmp_path / "nowhere", download=True)
 
 
-@pytest.mark.parametrize("content,match", [("", "empty"), ("\n\n", "empty"), ("x" * 200 + "\n", "does not look like PTB")])
+@pytest.mark.parametrize(
+    "content,match", [("", "empty"), ("\n\n", "empty"), ("x" * 200 + "\n", "does not look like PTB")]
+)
 def test_empty_or_malformed_file_is_a_clear_error(tmp_path, tiny_ptb, content, match):
     (tiny_ptb / "ptb" / "ptb.train.txt").write_text(content)
     with pytest.raises(DataError, match=match):

@@ -9,17 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.configs import compose_cfg
 from pbexp.config import instantiate
 from pbexp.models import build_model
 from pbexp.training.logger import RunLogger
 from pbexp.training.tasks import build_task
 from pbexp.training.trainer import Trainer
 
-from helpers.configs import compose_cfg
-
 MIRROR = os.environ.get("PBEXP_DATA_MIRROR", "")
-needs_ptb = pytest.mark.skipif(not (Path(MIRROR) / "ptb" / "ptb.train.txt").is_file(),
-                               reason="real PTB not found ($PBEXP_DATA_MIRROR/ptb; make test sets it)")
+needs_ptb = pytest.mark.skipif(
+    not (Path(MIRROR) / "ptb" / "ptb.train.txt").is_file(),
+    reason="real PTB not found ($PBEXP_DATA_MIRROR/ptb; make test sets it)",
+)
 STEPS, LAST = 200, 50  # the loss of the last 50 of 200 steps is judged
 
 

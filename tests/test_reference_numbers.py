@@ -19,15 +19,14 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
+from helpers.configs import TINY_LM, compose_cfg
+from helpers.data import read_ptb_reference, write_tree
 from pbexp.rundir import RunDir
 from pbexp.train import train
 from pbexp.training.metrics import classification_metrics
 
-from helpers.configs import TINY_LM, compose_cfg
-from helpers.data import read_ptb_reference, write_tree
-
-
 # ---------------------------------------------------------------- language model
+
 
 def examples_batchify(data: torch.Tensor, bsz: int) -> torch.Tensor:
     """pytorch/examples word_language_model/main.py ``batchify``."""
@@ -39,7 +38,7 @@ def examples_batchify(data: torch.Tensor, bsz: int) -> torch.Tensor:
 def examples_get_batch(source: torch.Tensor, i: int, bptt: int):
     """pytorch/examples ``get_batch``: the last window is shorter when the rows run out."""
     seq_len = min(bptt, len(source) - 1 - i)
-    return source[i:i + seq_len], source[i + 1:i + 1 + seq_len].reshape(-1)
+    return source[i : i + seq_len], source[i + 1 : i + 1 + seq_len].reshape(-1)
 
 
 class PlainLSTMLM(nn.Module):
@@ -112,8 +111,10 @@ def noisy_reviews(n_train: int, n_test: dict, seed: int = 0):
         return " ".join(words)
 
     counts = {("train", "neg"): n_train, ("train", "pos"): n_train, **{("test", k): n for k, n in n_test.items()}}
-    return {(split, label): {i: (7 if label == "pos" else 2, text(label)) for i in range(n)}
-            for (split, label), n in counts.items()}
+    return {
+        (split, label): {i: (7 if label == "pos" else 2, text(label)) for i in range(n)}
+        for (split, label), n in counts.items()
+    }
 
 
 class PlainKimCNN(nn.Module):
@@ -133,7 +134,7 @@ class PlainKimCNN(nn.Module):
     def forward(self, ids: list[int]) -> torch.Tensor:
         widest = max(c.kernel_size[0] for c in self.convs)
         e = self.embedding(torch.tensor(ids + [self.pad] * (widest - 1))).t()[None]  # [1, E, n + widest - 1]
-        pooled = [F.relu(conv(e))[0, :, :len(ids)].max(1).values for conv in self.convs]
+        pooled = [F.relu(conv(e))[0, :, : len(ids)].max(1).values for conv in self.convs]
         return self.fc(torch.cat(pooled))
 
 
@@ -143,10 +144,24 @@ def test_classifier_metrics_match_sklearn_on_an_independent_forward_pass(tmp_pat
     reviews = noisy_reviews(n_train=60, n_test={"neg": 27, "pos": 18})
     write_tree(tmp_path / "data" / "imdb", reviews=reviews, noise=False)
     run = tmp_path / "run"
-    cfg = compose_cfg(["dataset=imdb", f"dataset.root={tmp_path / 'data'}", "dataset.download=false",
-                       "dataset.cache=false", f"dataset.max_len={max_len}", "model=cnn", "model.emb_size=8",
-                       "model.filters=4", "model.widths=[2,3]", "trainer.epochs=3", "trainer.batch_size=8",
-                       "trainer.lr=0.05", f"trainer.eval_batch_size={eval_bsz}", "trainer.log_every=5"])
+    cfg = compose_cfg(
+        [
+            "dataset=imdb",
+            f"dataset.root={tmp_path / 'data'}",
+            "dataset.download=false",
+            "dataset.cache=false",
+            f"dataset.max_len={max_len}",
+            "model=cnn",
+            "model.emb_size=8",
+            "model.filters=4",
+            "model.widths=[2,3]",
+            "trainer.epochs=3",
+            "trainer.batch_size=8",
+            "trainer.lr=0.05",
+            f"trainer.eval_batch_size={eval_bsz}",
+            "trainer.log_every=5",
+        ]
+    )
     results = train(cfg, run)
 
     itos = RunDir(run).vocab.read_text(encoding="utf-8").splitlines()
@@ -155,16 +170,19 @@ def test_classifier_metrics_match_sklearn_on_an_independent_forward_pass(tmp_pat
 
     def predict(items):
         """(labels, logits) of (label, text) pairs: head max_len words, unknown words -> <unk>."""
-        logits = torch.stack([model([stoi.get(w, stoi["<unk>"]) for w in text.split()[:max_len]])
-                              for _, text in items])
+        logits = torch.stack([model([stoi.get(w, stoi["<unk>"]) for w in text.split()[:max_len]]) for _, text in items])
         return [label for label, _ in items], logits
 
     def split_items(split):
-        return [(c, reviews[(split, name)][i][1]) for c, name in enumerate(("neg", "pos"))
-                for i in sorted(reviews[(split, name)])]
+        return [
+            (c, reviews[(split, name)][i][1])
+            for c, name in enumerate(("neg", "pos"))
+            for i in sorted(reviews[(split, name)])
+        ]
 
     # valid is a seeded stratified tenth of train: its membership is the one thing taken from pbexp
     from pbexp.data.imdb import stratified_split
+
     train_items = split_items("train")
     _, valid_idx = stratified_split([c for c, _ in train_items], cfg.dataset.valid_fraction, cfg.dataset.split_seed)
     splits = {"valid": [train_items[i] for i in valid_idx], "test": split_items("test")}
@@ -174,8 +192,13 @@ def test_classifier_metrics_match_sklearn_on_an_independent_forward_pass(tmp_pat
         y, logits = predict(items)
         pred = logits.argmax(-1).tolist()
         p, r, f, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
-        expected = {"acc": accuracy_score(y, pred), "precision": p, "recall": r, "f1": f,
-                    "loss": F.cross_entropy(logits, torch.tensor(y)).item()}
+        expected = {
+            "acc": accuracy_score(y, pred),
+            "precision": p,
+            "recall": r,
+            "f1": f,
+            "loss": F.cross_entropy(logits, torch.tensor(y)).item(),
+        }
         for key, value in expected.items():
             assert results[f"{split}/{key}"] == pytest.approx(value, rel=1e-6, abs=1e-12), f"{split}/{key}"
         assert results[f"{split}/confusion"] == confusion_matrix(y, pred, labels=[0, 1]).tolist()
@@ -188,6 +211,7 @@ def test_classifier_metrics_match_sklearn_on_an_independent_forward_pass(tmp_pat
 
 
 # ---------------------------------------------------------------- classification_metrics by hand
+
 
 def test_classification_metrics_on_a_hand_counted_binary_confusion():
     # true neg: 4 predicted neg, 1 predicted pos; true pos: 3 predicted neg, 2 predicted pos

@@ -23,51 +23,120 @@ REPORT_TXT = Path(__file__).resolve().parents[2] / "shared" / "report.txt"
 
 
 def lm_config(cell="LSTM", emb=200, hidden=200, layers=2, init="uniform", pretrained=None) -> dict:
-    return {"seed": 1111, "preset": "full",
-            "dataset": {"_target_": "pbexp.data.ptb.load_ptb", "root": "data", "download": True},
-            "model": {"_target_": "pbexp.models.lm.RNNLanguageModel", "cell": cell, "emb_size": emb,
-                      "hidden_size": hidden, "num_layers": layers, "dropout": 0.2, "tie_weights": False, "init": init,
-                      "init_range": 0.1, "pretrained": pretrained, "freeze_embeddings": False},
-            "trainer": {"optimizer": "sgd", "lr": 20.0, "epochs": 3, "batch_size": 20, "bptt": 35}}
+    return {
+        "seed": 1111,
+        "preset": "full",
+        "dataset": {"_target_": "pbexp.data.ptb.load_ptb", "root": "data", "download": True},
+        "model": {
+            "_target_": "pbexp.models.lm.RNNLanguageModel",
+            "cell": cell,
+            "emb_size": emb,
+            "hidden_size": hidden,
+            "num_layers": layers,
+            "dropout": 0.2,
+            "tie_weights": False,
+            "init": init,
+            "init_range": 0.1,
+            "pretrained": pretrained,
+            "freeze_embeddings": False,
+        },
+        "trainer": {"optimizer": "sgd", "lr": 20.0, "epochs": 3, "batch_size": 20, "bptt": 35},
+    }
 
 
 def clf_config(target="pbexp.models.classifiers.CNNClassifier") -> dict:
-    return {"seed": 1111, "dataset": {"_target_": "pbexp.data.imdb.load_imdb", "max_len": 400},
-            "model": {"_target_": target, "emb_size": 128, "pretrained": None},
-            "trainer": {"optimizer": "adam", "lr": 0.001, "epochs": 3, "batch_size": 64}}
+    return {
+        "seed": 1111,
+        "dataset": {"_target_": "pbexp.data.imdb.load_imdb", "max_len": 400},
+        "model": {"_target_": target, "emb_size": 128, "pretrained": None},
+        "trainer": {"optimizer": "adam", "lr": 0.001, "epochs": 3, "batch_size": 64},
+    }
 
 
 def lm_metrics(epochs: int, start: float, epoch_s=(80.0, 90.0, 100.0)) -> list[dict]:
     """Per-epoch records whose perplexities fall from `start`; epoch times cycle through epoch_s."""
-    return [{"epoch": e, "step": 100 * e, "lr": 20.0, "train/loss": 5.0 - 0.1 * e, "train/ppl": start / e + 0.25,
-             "valid/loss": 5.1 - 0.1 * e, "valid/ppl": start / e + 10.5,
-             "perf/epoch_s": epoch_s[(e - 1) % len(epoch_s)],
-             "perf/tokens_per_s": 11000.0}
-            for e in range(1, epochs + 1)]
+    return [
+        {
+            "epoch": e,
+            "step": 100 * e,
+            "lr": 20.0,
+            "train/loss": 5.0 - 0.1 * e,
+            "train/ppl": start / e + 0.25,
+            "valid/loss": 5.1 - 0.1 * e,
+            "valid/ppl": start / e + 10.5,
+            "perf/epoch_s": epoch_s[(e - 1) % len(epoch_s)],
+            "perf/tokens_per_s": 11000.0,
+        }
+        for e in range(1, epochs + 1)
+    ]
 
 
 def lm_results(overrides, metrics, test_ppl, params=1000) -> dict:
     last = metrics[-1]
     best = min(metrics, key=lambda m: m["valid/ppl"])
-    return {"status": "completed", "task": "lm", "model": "RNNLanguageModel", "params": params, "overrides": overrides,
-            "epochs": len(metrics), "steps": last["step"], "wall_s": 123.4, "train/loss": last["train/loss"],
-            "train/ppl": last["train/ppl"], "valid/loss": best["valid/loss"], "valid/ppl": best["valid/ppl"],
-            "test/loss": 4.7, "test/ppl": test_ppl, "perf/epoch_s": last["perf/epoch_s"],
-            "perf/tokens_per_s": 11000.0}
+    return {
+        "status": "completed",
+        "task": "lm",
+        "model": "RNNLanguageModel",
+        "params": params,
+        "overrides": overrides,
+        "epochs": len(metrics),
+        "steps": last["step"],
+        "wall_s": 123.4,
+        "train/loss": last["train/loss"],
+        "train/ppl": last["train/ppl"],
+        "valid/loss": best["valid/loss"],
+        "valid/ppl": best["valid/ppl"],
+        "test/loss": 4.7,
+        "test/ppl": test_ppl,
+        "perf/epoch_s": last["perf/epoch_s"],
+        "perf/tokens_per_s": 11000.0,
+    }
 
 
 def clf_metrics(epochs: int, acc: float) -> list[dict]:
-    return [{"epoch": e, "step": 50 * e, "lr": 0.001, "train/loss": 0.7 / e, "valid/loss": 0.6 / e,
-             "valid/acc": acc - 0.1 / e, "valid/f1": acc - 0.1 / e, "perf/epoch_s": 30.0, "perf/examples_per_s": 700.0}
-            for e in range(1, epochs + 1)]
+    return [
+        {
+            "epoch": e,
+            "step": 50 * e,
+            "lr": 0.001,
+            "train/loss": 0.7 / e,
+            "valid/loss": 0.6 / e,
+            "valid/acc": acc - 0.1 / e,
+            "valid/f1": acc - 0.1 / e,
+            "perf/epoch_s": 30.0,
+            "perf/examples_per_s": 700.0,
+        }
+        for e in range(1, epochs + 1)
+    ]
 
 
 def clf_results(overrides, model_class, precision, recall, acc) -> dict:
-    return {"status": "completed", "task": "clf", "model": model_class, "params": 5000, "overrides": overrides,
-            "epochs": 3, "steps": 150, "wall_s": 99.0, "train/loss": 0.3, "valid/loss": 0.35, "valid/acc": acc + 0.01,
-            "valid/precision": precision, "valid/recall": recall, "valid/f1": 0.8, "test/loss": 0.36, "test/acc": acc,
-            "test/precision": precision, "test/recall": recall, "test/f1": 0.8, "test/precision_neg": 0.8,
-            "test/confusion": [[10000, 2500], [2500, 10000]], "perf/epoch_s": 30.0, "perf/examples_per_s": 700.0}
+    return {
+        "status": "completed",
+        "task": "clf",
+        "model": model_class,
+        "params": 5000,
+        "overrides": overrides,
+        "epochs": 3,
+        "steps": 150,
+        "wall_s": 99.0,
+        "train/loss": 0.3,
+        "valid/loss": 0.35,
+        "valid/acc": acc + 0.01,
+        "valid/precision": precision,
+        "valid/recall": recall,
+        "valid/f1": 0.8,
+        "test/loss": 0.36,
+        "test/acc": acc,
+        "test/precision": precision,
+        "test/recall": recall,
+        "test/f1": 0.8,
+        "test/precision_neg": 0.8,
+        "test/confusion": [[10000, 2500], [2500, 10000]],
+        "perf/epoch_s": 30.0,
+        "perf/examples_per_s": 700.0,
+    }
 
 
 def write_run(run_dir: Path, overrides, config, results=None, metrics=(), choices=None) -> Path:
@@ -76,8 +145,13 @@ def write_run(run_dir: Path, overrides, config, results=None, metrics=(), choice
     run.hydra.mkdir(parents=True)
     run.config.write_text(yaml.safe_dump(config))
     run.overrides.write_text(yaml.safe_dump(list(overrides)))
-    hydra_cfg = {"hydra": {"mode": "MULTIRUN", "runtime": {"choices": choices or {"model": "lstm", "dataset": "ptb"}},
-                           "overrides": {"task": list(overrides)}}}
+    hydra_cfg = {
+        "hydra": {
+            "mode": "MULTIRUN",
+            "runtime": {"choices": choices or {"model": "lstm", "dataset": "ptb"}},
+            "overrides": {"task": list(overrides)},
+        }
+    }
     run.hydra_config.write_text(yaml.safe_dump(hydra_cfg))
     run.tb.mkdir()
     if results is not None:
@@ -93,10 +167,15 @@ def results_of(run_dir: Path) -> dict:
 
 def write_multirun(sweep: Path, task_overrides) -> None:
     sweep.mkdir(parents=True, exist_ok=True)
-    multirun = {"hydra": {"run": {"dir": "outputs/runs/${now:%Y-%m-%d}"}, "mode": "MULTIRUN",
-                          "overrides": {"hydra": ["hydra.mode=MULTIRUN"], "task": list(task_overrides)},
-                          "job": {"name": "train", "num": "???"}},
-                "seed": 1111}
+    multirun = {
+        "hydra": {
+            "run": {"dir": "outputs/runs/${now:%Y-%m-%d}"},
+            "mode": "MULTIRUN",
+            "overrides": {"hydra": ["hydra.mode=MULTIRUN"], "task": list(task_overrides)},
+            "job": {"name": "train", "num": "???"},
+        },
+        "seed": 1111,
+    }
     (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun))
 
 
@@ -112,13 +191,25 @@ RNN_JOBS = [  # (model=, cell, init, start ppl, test ppl)
 
 def rnn_sweep(root: Path, experiment=True) -> Path:
     sweep = root / "rnn_sweep"
-    write_multirun(sweep, ["model=gru,lstm,irnn,rnn_tanh,rnn_relu", "trainer.epochs=3",
-                           *(["experiment=rnn_types"] if experiment else [])])
+    write_multirun(
+        sweep,
+        [
+            "model=gru,lstm,irnn,rnn_tanh,rnn_relu",
+            "trainer.epochs=3",
+            *(["experiment=rnn_types"] if experiment else []),
+        ],
+    )
     for job, (name, cell, init, start, test) in enumerate(RNN_JOBS):
         ovr = [f"model={name}", "trainer.epochs=3", *(["experiment=rnn_types"] if experiment else [])]
         metrics = lm_metrics(3, start)
-        write_run(sweep / str(job), ovr, lm_config(cell=cell, init=init), lm_results(ovr, metrics, test), metrics,
-                  {"model": name, "dataset": "ptb"})
+        write_run(
+            sweep / str(job),
+            ovr,
+            lm_config(cell=cell, init=init),
+            lm_results(ovr, metrics, test),
+            metrics,
+            {"model": name, "dataset": "ptb"},
+        )
     return sweep
 
 
@@ -130,8 +221,13 @@ def key_sweep(root: Path, name: str, key: str, values, **fixed) -> Path:
         ovr = [f"model.{key}={value}"]
         metrics = lm_metrics(3, 1000.0 / (job + 1), epoch_s=(50.0 + job, 60.0 + job, 100.0 + job))
         cfg_keys = {"emb_size": "emb", "hidden_size": "hidden", "num_layers": "layers"}
-        write_run(sweep / str(job), ovr, lm_config(**{cfg_keys[key]: value, **fixed}),
-                  lm_results(ovr, metrics, 100.0 + job), metrics)
+        write_run(
+            sweep / str(job),
+            ovr,
+            lm_config(**{cfg_keys[key]: value, **fixed}),
+            lm_results(ovr, metrics, 100.0 + job),
+            metrics,
+        )
     return sweep
 
 
@@ -147,8 +243,14 @@ def imdb_sweep(root: Path) -> Path:
     write_multirun(sweep, ["dataset=imdb", "model=report_cnn,cnn,fasttext"])
     for job, (name, cls, p, r, acc) in enumerate(IMDB_JOBS):
         ovr = ["dataset=imdb", f"model={name}"]
-        write_run(sweep / str(job), ovr, clf_config(f"pbexp.models.classifiers.{cls}"),
-                  clf_results(ovr, cls, p, r, acc), clf_metrics(3, acc), {"model": name, "dataset": "imdb"})
+        write_run(
+            sweep / str(job),
+            ovr,
+            clf_config(f"pbexp.models.classifiers.{cls}"),
+            clf_results(ovr, cls, p, r, acc),
+            clf_metrics(3, acc),
+            {"model": name, "dataset": "imdb"},
+        )
     return sweep
 
 
@@ -223,8 +325,13 @@ def test_pretrained_table_is_train_ppl_per_epoch_per_arm(tmp_path, capsys):
     arms = {"0": ("glove.300d.txt", lm_metrics(4, 300.0)), "1": (None, lm_metrics(3, 400.0))}
     for job, (pretrained, metrics) in arms.items():
         ovr = [f"model.pretrained={pretrained if pretrained else 'null'}"]
-        write_run(sweep / job, ovr, lm_config(emb=300, hidden=300, pretrained=pretrained),
-                  lm_results(ovr, metrics, 110.0), metrics)
+        write_run(
+            sweep / job,
+            ovr,
+            lm_config(emb=300, hidden=300, pretrained=pretrained),
+            lm_results(ovr, metrics, 110.0),
+            metrics,
+        )
     rows = json_rows(capsys, sweep, "--table", "pretrained")
     assert list(rows[0]) == ["Epoch", "trained LSTM", "pretrained (GloVe)"]  # trained first, as in the report
     assert [r["Epoch"] for r in rows] == [1, 2, 3, 4, "status"]
@@ -240,13 +347,24 @@ def test_imdb_models_named_by_override_else_choice_else_class(tmp_path, capsys):
     sweep = imdb_sweep(tmp_path)
     # A preset that picked the model itself: no model= override, the name comes from hydra.yaml's choices.
     ovr = ["dataset=imdb", "experiment=imdb_models"]
-    write_run(sweep / "3", ovr, clf_config("pbexp.models.classifiers.CNNRNNClassifier"),
-              clf_results(ovr, "CNNRNNClassifier", 0.87, 0.86, 0.865), clf_metrics(3, 0.865),
-              {"model": "cnn_rnn", "dataset": "imdb"})
+    write_run(
+        sweep / "3",
+        ovr,
+        clf_config("pbexp.models.classifiers.CNNRNNClassifier"),
+        clf_results(ovr, "CNNRNNClassifier", 0.87, 0.86, 0.865),
+        clf_metrics(3, 0.865),
+        {"model": "cnn_rnn", "dataset": "imdb"},
+    )
     # Neither: the class name in the results.
     ovr = ["dataset=imdb"]
-    write_run(sweep / "4", ovr, clf_config("pbexp.models.classifiers.GRUClassifier"),
-              clf_results(ovr, "GRUClassifier", 0.8, 0.81, 0.805), clf_metrics(3, 0.805), {"dataset": "imdb"})
+    write_run(
+        sweep / "4",
+        ovr,
+        clf_config("pbexp.models.classifiers.GRUClassifier"),
+        clf_results(ovr, "GRUClassifier", 0.8, 0.81, 0.805),
+        clf_metrics(3, 0.805),
+        {"dataset": "imdb"},
+    )
     rows = {r["Model"]: r for r in json_rows(capsys, sweep, "--table", "imdb_models")}
     assert set(rows) == {"report_cnn", "cnn", "fasttext", "cnn_rnn", "GRUClassifier"}
     for name, _, p, r, acc in IMDB_JOBS:
@@ -291,7 +409,8 @@ def test_failed_diverged_and_missing_results_are_rows_marked_failed(tmp_path, ca
     long_error = "pbexp.errors.DataError: " + "x" * 200
     RunDir(sweep / "1").write_results({"status": "failed", "error": long_error, "overrides": ["model.num_layers=2"]})
     RunDir(sweep / "2").write_results(
-        {"status": "diverged", "error": "diverged: training loss became nan at step 40", "overrides": []})
+        {"status": "diverged", "error": "diverged: training loss became nan at step 40", "overrides": []}
+    )
     RunDir(sweep / "3").results.unlink()  # died without writing its results
     no_results = f"failed: no {RunDir(sweep / '3').results.name}"
     rows = {r["Layers"]: r for r in json_rows(capsys, sweep, "--table", "layers")}
@@ -312,8 +431,12 @@ def test_failed_run_keeps_its_column_in_the_pretrained_table(tmp_path, capsys):
     sweep = tmp_path / "pre"
     ok = lm_metrics(2, 300.0)
     write_run(sweep / "0", [], lm_config(), lm_results([], ok, 100.0), ok)
-    write_run(sweep / "1", ["model.pretrained=glove.txt"], lm_config(pretrained="glove.txt"),
-              {"status": "failed", "error": "DataError: glove.txt does not exist"})
+    write_run(
+        sweep / "1",
+        ["model.pretrained=glove.txt"],
+        lm_config(pretrained="glove.txt"),
+        {"status": "failed", "error": "DataError: glove.txt does not exist"},
+    )
     rows = json_rows(capsys, sweep, "--table", "pretrained")
     assert rows[-1]["pretrained (GloVe)"] == "failed: DataError: glove.txt does not exist"
     assert [r["pretrained (GloVe)"] for r in rows[:-1]] == [None, None]
@@ -354,20 +477,33 @@ def test_output_file_instead_of_stdout(tmp_path, capsys):
 
 
 def test_published_numbers_are_the_reports(tmp_path):
-    tables = {name: {tuple(r["keys"]): r["values"] for r in t["rows"]}
-              for name, t in report.load_published()["tables"].items()}
+    tables = {
+        name: {tuple(r["keys"]): r["values"] for r in t["rows"]}
+        for name, t in report.load_published()["tables"].items()
+    }
     assert tables["rnn_types"] == {
         ("LSTM",): {"Train ppl": "19.18", "Valid ppl": "118.98", "Test ppl": "115.95"},
         ("GRU",): {"Train ppl": "207.8", "Valid ppl": "347", "Test ppl": None},
         ("RNN-tanh",): {"Train ppl": "77.8", "Valid ppl": "143.80", "Test ppl": None},
-        ("RNN-ReLU",): {"Train ppl": "61.72", "Valid ppl": "147.17", "Test ppl": "139.24"}}
-    assert tables["embedding_size"] == {(250,): {"Train ppl": "41.89"}, (300,): {"Train ppl": "17.38"},
-                                        (500,): {"Train ppl": "15.54"}, (1500,): {"Train ppl": "10.79"}}
-    assert tables["hidden_units"] == {(500,): {"Train ppl": "125.9", "Time per epoch (s)": "84"},
-                                      (750,): {"Train ppl": "119.7", "Time per epoch (s)": "121"},
-                                      (1000,): {"Train ppl": "125", "Time per epoch (s)": "219"}}
+        ("RNN-ReLU",): {"Train ppl": "61.72", "Valid ppl": "147.17", "Test ppl": "139.24"},
+    }
+    assert tables["embedding_size"] == {
+        (250,): {"Train ppl": "41.89"},
+        (300,): {"Train ppl": "17.38"},
+        (500,): {"Train ppl": "15.54"},
+        (1500,): {"Train ppl": "10.79"},
+    }
+    assert tables["hidden_units"] == {
+        (500,): {"Train ppl": "125.9", "Time per epoch (s)": "84"},
+        (750,): {"Train ppl": "119.7", "Time per epoch (s)": "121"},
+        (1000,): {"Train ppl": "125", "Time per epoch (s)": "219"},
+    }
     assert [(v["trained LSTM"], v["pretrained (GloVe)"]) for v in tables["pretrained"].values()] == [
-        ("154.5", "142.54"), ("132.87", "127.05"), ("136.62", "132.37"), ("131.22", "124.29")]
+        ("154.5", "142.54"),
+        ("132.87", "127.05"),
+        ("136.62", "132.37"),
+        ("131.22", "124.29"),
+    ]
     assert tables["layers"] == {}
     imdb = {k[0]: v for k, v in tables["imdb_models"].items()}
     assert imdb["report_cnn"] == {"Precision": "0.51", "Recall": "0.51", "Accuracy": "12685/25014"}
@@ -386,15 +522,18 @@ def test_every_published_row_is_on_the_report_line_it_cites():
             line_no = int(re.search(r"\(line (\d+)\)", row["source"]).group(1))
             cells = lines[line_no - 1].split()
             expected = [v if v is not None else "-" for v in row["values"].values()]
-            assert cells[-len(expected):] == expected, (row["source"], lines[line_no - 1])
+            assert cells[-len(expected) :] == expected, (row["source"], lines[line_no - 1])
 
 
 def test_with_report_puts_published_numbers_beside_ours(tmp_path, capsys):
     sweep = rnn_sweep(tmp_path)
     rows = {r["RNN type"]: r for r in json_rows(capsys, sweep, "--table", "rnn_types", "--with-report")}
     assert list(rows["LSTM"])[:4] == ["RNN type", "Train ppl", "Train ppl (report)", "Valid ppl"]
-    assert (rows["LSTM"]["Train ppl (report)"], rows["LSTM"]["Valid ppl (report)"],
-            rows["LSTM"]["Test ppl (report)"]) == ("19.18", "118.98", "115.95")
+    assert (
+        rows["LSTM"]["Train ppl (report)"],
+        rows["LSTM"]["Valid ppl (report)"],
+        rows["LSTM"]["Test ppl (report)"],
+    ) == ("19.18", "118.98", "115.95")
     assert rows["RNN-tanh"]["Valid ppl (report)"] == "143.80"
     assert rows["GRU"]["Test ppl (report)"] is None and rows["IRNN"]["Train ppl (report)"] is None
     assert rows["LSTM"]["Train ppl"] == results_of(sweep / "1")["train/ppl"]
@@ -417,7 +556,11 @@ def test_with_report_imdb_pretrained_and_layers(tmp_path, capsys):
         write_run(sweep / str(job), [], lm_config(pretrained=pretrained), lm_results([], m, 100.0), m)
     rows = json_rows(capsys, sweep, "--table", "pretrained", "--with-report")
     assert [(r["trained LSTM (report)"], r["pretrained (GloVe) (report)"]) for r in rows[:4]] == [
-        ("154.5", "142.54"), ("132.87", "127.05"), ("136.62", "132.37"), ("131.22", "124.29")]
+        ("154.5", "142.54"),
+        ("132.87", "127.05"),
+        ("136.62", "132.37"),
+        ("131.22", "124.29"),
+    ]
 
     code, out, _ = run_report(capsys, imdb_sweep(tmp_path / "again"), "--with-report")
     assert "NBSVM-bigram" in out and "91.22" in out and "88.89" in out and "Zaremba" not in out
@@ -453,6 +596,7 @@ def test_plot_writes_learning_curves_png(tmp_path, capsys):
 
 def test_logged_curve_reads_the_points_tensorboard_wrote(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
+
     run_dir = tmp_path / "run"
     with SummaryWriter(str(RunDir(run_dir).tb)) as w:
         for step, value in [(10, 900.0), (200, 400.5), (400, 250.25)]:
@@ -486,14 +630,17 @@ def test_auto_takes_the_experiment_override_over_the_data(tmp_path):
     assert report.detect_table([sweep], runs) == "embedding_size"
 
 
-@pytest.mark.parametrize("make,expected", [
-    (lambda root: rnn_sweep(root, experiment=False), "rnn_types"),
-    (lambda root: key_sweep(root, "emb", "emb_size", [250, 500]), "embedding_size"),
-    (lambda root: key_sweep(root, "hidden", "hidden_size", [500, 750]), "hidden_units"),
-    (lambda root: key_sweep(root, "layers", "num_layers", [1, 2, 5]), "layers"),
-    (lambda root: imdb_sweep(root), "imdb_models"),
-    (lambda root: key_sweep(root, "both", "emb_size", [250, 500], hidden=650) / "0", "generic"),  # one run
-])
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda root: rnn_sweep(root, experiment=False), "rnn_types"),
+        (lambda root: key_sweep(root, "emb", "emb_size", [250, 500]), "embedding_size"),
+        (lambda root: key_sweep(root, "hidden", "hidden_size", [500, 750]), "hidden_units"),
+        (lambda root: key_sweep(root, "layers", "num_layers", [1, 2, 5]), "layers"),
+        (lambda root: imdb_sweep(root), "imdb_models"),
+        (lambda root: key_sweep(root, "both", "emb_size", [250, 500], hidden=650) / "0", "generic"),  # one run
+    ],
+)
 def test_auto_detects_the_table_from_what_varies(tmp_path, make, expected):
     d = make(tmp_path)
     assert report.detect_table([d], report.collect_runs([d])) == expected
@@ -529,8 +676,9 @@ def test_run_without_config_still_gets_its_row_key_from_overrides(tmp_path, caps
 
 
 def cli(*args, cwd: Path):
-    return subprocess.run([sys.executable, "-m", "pbexp.report", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pbexp.report", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_prints_the_table(tmp_path):
@@ -539,16 +687,19 @@ def test_cli_prints_the_table(tmp_path):
     assert [r["RNN type"] for r in csv.DictReader(io.StringIO(proc.stdout))][0] == "LSTM"
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("missing dir", "is not a directory"),
-    ("no runs", "no runs found"),
-    ("unknown table", "unknown table 'rnn_typez'"),
-    ("unknown format", "unknown format 'xml'"),
-    ("table does not fit", "imdb_models is for clf runs"),
-    ("no dirs", "required"),
-    ("unknown option", "--colour"),
-    ("nothing to plot", "nothing to plot"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("missing dir", "is not a directory"),
+        ("no runs", "no runs found"),
+        ("unknown table", "unknown table 'rnn_typez'"),
+        ("unknown format", "unknown format 'xml'"),
+        ("table does not fit", "imdb_models is for clf runs"),
+        ("no dirs", "required"),
+        ("unknown option", "--colour"),
+        ("nothing to plot", "nothing to plot"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(tmp_path, case, needle):
     sweep = rnn_sweep(tmp_path)
     (tmp_path / "empty").mkdir()
@@ -557,10 +708,16 @@ def test_bad_input_exits_2_with_one_line(tmp_path, case, needle):
         for job in sweep.iterdir():
             if job.is_dir():
                 RunDir(job).metrics.unlink()
-    args = {"missing dir": [tmp_path / "nope"], "no runs": [tmp_path / "empty"],
-            "unknown table": [sweep, "--table", "rnn_typez"], "unknown format": [sweep, "--format", "xml"],
-            "table does not fit": [sweep, "--table", "imdb_models"], "no dirs": [],
-            "unknown option": [sweep, "--colour"], "nothing to plot": [sweep, "--plot", tmp_path / "p.png"]}[case]
+    args = {
+        "missing dir": [tmp_path / "nope"],
+        "no runs": [tmp_path / "empty"],
+        "unknown table": [sweep, "--table", "rnn_typez"],
+        "unknown format": [sweep, "--format", "xml"],
+        "table does not fit": [sweep, "--table", "imdb_models"],
+        "no dirs": [],
+        "unknown option": [sweep, "--colour"],
+        "nothing to plot": [sweep, "--plot", tmp_path / "p.png"],
+    }[case]
     proc = cli(*args, cwd=tmp_path)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr

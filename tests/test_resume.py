@@ -16,12 +16,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pbexp.rundir import RunDir
-from pbexp.training import checkpoint as ckpt
-
 from helpers.cli import cli_env, run_cli
 from helpers.configs import TINY_LM
 from helpers.data import write_tiny_ptb
+from pbexp.rundir import RunDir
+from pbexp.training import checkpoint as ckpt
 
 METRICS = ("train/loss", "train/ppl", "valid/loss", "valid/ppl", "test/loss", "test/ppl", "steps", "epochs")
 CHECKPOINT_EVERY = 7
@@ -29,8 +28,13 @@ CHECKPOINT_EVERY = 7
 # 70 steps with this data). lr 20 makes valid worse after epoch 2, so the plateau schedule drops the lr
 # there and epoch 3 trains at the lower lr: a resume that loses the scheduler or the lr changes the
 # numbers (the reference fixture checks that the run still does this).
-ARGS = [*TINY_LM, "model.dropout=0.3", f"trainer.checkpoint_every={CHECKPOINT_EVERY}", "trainer.epochs=3",
-        "trainer.lr=20"]
+ARGS = [
+    *TINY_LM,
+    "model.dropout=0.3",
+    f"trainer.checkpoint_every={CHECKPOINT_EVERY}",
+    "trainer.epochs=3",
+    "trainer.lr=20",
+]
 
 
 def run(args, tmp_path, run_dir, **env):
@@ -90,7 +94,7 @@ class Timeline:
             done = [w for w in self.writes if w[1] < int(n)]
             epochs = [e for e, s in self.end.items() if s < int(n)]
         else:  # the n-th write is cut; its epoch's metrics line (if at an epoch end) is written before it
-            done = self.writes[:int(n) - 1]
+            done = self.writes[: int(n) - 1]
             epochs = [e for e, s in self.end.items() if s <= self.writes[int(n) - 1][1]]
         saved = [s for f, s in done if f == "last"]
         best = [e for e, s in self.end.items() if ("best", s) in done]
@@ -121,9 +125,11 @@ def reference(tmp_path_factory):
     # epoch trained at the lowered lr.
     drop = timeline.lr_drop_epoch
     assert drop is not None and drop < max(timeline.end) and drop + 1 in timeline.improved, (
-        f"the reference run should lower the lr before its last epoch and improve after it: {records}")
-    return Reference(root, RunDir(tmp / "run").read_results(), records, tb_steps(RunDir(tmp / "run").tb),
-                     tmp / "run", timeline)
+        f"the reference run should lower the lr before its last epoch and improve after it: {records}"
+    )
+    return Reference(
+        root, RunDir(tmp / "run").read_results(), records, tb_steps(RunDir(tmp / "run").tb), tmp / "run", timeline
+    )
 
 
 def resume_point(run_dir):
@@ -149,8 +155,9 @@ def assert_same_as_reference(ref, run_dir):
     records = read_records(run_dir)
     assert [r["epoch"] for r in records] == [r["epoch"] for r in ref.records]
     for got, want in zip(records, ref.records):  # perf/* are timings, the rest must match exactly
-        assert {k: v for k, v in got.items() if not k.startswith("perf/")} == \
-               {k: v for k, v in want.items() if not k.startswith("perf/")}, f"epoch {want['epoch']}"
+        assert {k: v for k, v in got.items() if not k.startswith("perf/")} == {
+            k: v for k, v in want.items() if not k.startswith("perf/")
+        }, f"epoch {want['epoch']}"
     for name in ("best", "last"):
         got, want = (ckpt.load(getattr(RunDir(d), name))["model"] for d in (run_dir, ref.run_dir))
         assert all(torch.equal(got[k], want[k]) for k in want), f"{name} checkpoint's weights differ"
@@ -166,6 +173,7 @@ def mid_epoch(epoch):
     def plan(t):
         steps = [s for s in range(t.first_step(epoch) + 1, t.end[epoch]) if s % CHECKPOINT_EVERY]
         return [f"step:{random.Random(2026 + epoch).choice(steps)}"]
+
     return plan
 
 
@@ -179,8 +187,9 @@ KILLS = [
     # the one where the lr was just lowered.
     pytest.param((lambda t: ["checkpoint:3"]), id="inside-the-3rd-checkpoint-write"),
     pytest.param(mid_epoch(2), id="mid-epoch-2"),
-    pytest.param((lambda t: [f"step:{t.first_step(t.lr_drop_epoch + 1)}"]),
-                 id="just-after-the-epoch-end-that-lowered-the-lr"),
+    pytest.param(
+        (lambda t: [f"step:{t.first_step(t.lr_drop_epoch + 1)}"]), id="just-after-the-epoch-end-that-lowered-the-lr"
+    ),
     # Slow: more of the same, and the other moments of an epoch's end. There is no kill point between
     # the best checkpoint's rename, the lr step and the rotation of the last one; on disk they are one state,
     # reached by killing inside the end-of-epoch write of the last checkpoint (metrics line, best checkpoint
@@ -191,15 +200,17 @@ KILLS = [
     pytest.param((lambda t: ["checkpoint:5"]), id="inside-the-5th-checkpoint-write", marks=slow),
     pytest.param((lambda t: [f"step:{t.first_step(2)}"]), id="just-after-epoch-1-ended", marks=slow),
     pytest.param((lambda t: [f"step:{t.end[1]}"]), id="after-the-last-step-of-epoch-1", marks=slow),
-    pytest.param((lambda t: [t.writing("last", t.end[1])]), id="just-after-the-best-checkpoint-of-epoch-1",
-                 marks=slow),
-    pytest.param((lambda t: [t.writing("last", t.end[t.lr_drop_epoch])]),
-                 id="just-after-the-plateau-lr-step", marks=slow),
+    pytest.param((lambda t: [t.writing("last", t.end[1])]), id="just-after-the-best-checkpoint-of-epoch-1", marks=slow),
+    pytest.param(
+        (lambda t: [t.writing("last", t.end[t.lr_drop_epoch])]), id="just-after-the-plateau-lr-step", marks=slow
+    ),
     # The rerun of a run killed after its epoch-1 metrics line truncates the epoch records, then dies at
     # once (its landing check sees the truncated file); the next rerun must still log every epoch once.
-    pytest.param((lambda t: [t.writing("last", t.end[1]),
-                             f"step:{t.after_kill(t.writing('last', t.end[1]))[0] + 1}"]),
-                 id="just-after-the-epoch-records-truncation", marks=slow),
+    pytest.param(
+        (lambda t: [t.writing("last", t.end[1]), f"step:{t.after_kill(t.writing('last', t.end[1]))[0] + 1}"]),
+        id="just-after-the-epoch-records-truncation",
+        marks=slow,
+    ),
 ]
 
 
@@ -215,8 +226,11 @@ def test_sigkill_then_rerun_gives_identical_results(reference, tmp_path, kills):
         # The kill landed where it was meant to (or the case would test another moment than it names).
         resume_from, epochs, best = t.after_kill(spec)
         best_on_disk = max(filter(None, (best_on_disk, best)), default=None)  # an earlier kill's best checkpoint stays
-        assert (resume_point(run_dir), logged_epochs(run_dir), best_epoch(run_dir)) == \
-               (resume_from, epochs, best_on_disk), spec
+        assert (resume_point(run_dir), logged_epochs(run_dir), best_epoch(run_dir)) == (
+            resume_from,
+            epochs,
+            best_on_disk,
+        ), spec
     resumed = run(args, tmp_path, run_dir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_as_reference(reference, run_dir)
@@ -226,9 +240,13 @@ def test_completed_run_rerun_does_nothing(reference, tmp_path):
     # A copy of the reference run (completed) rerun with the same command: nothing it produced changes.
     run_dir = RunDir(tmp_path / "run")
     shutil.copytree(reference.run_dir, run_dir.path)
+
     def products():
-        return {p: p.read_bytes() for p in [run_dir.results, run_dir.metrics, *run_dir.checkpoints.iterdir(),
-                                            *run_dir.tb.iterdir()]}
+        return {
+            p: p.read_bytes()
+            for p in [run_dir.results, run_dir.metrics, *run_dir.checkpoints.iterdir(), *run_dir.tb.iterdir()]
+        }
+
     before = products()
     again = run([*ARGS, f"dataset.root={reference.root}"], tmp_path, run_dir.path)
     assert again.returncode == 0 and "already complete" in again.stdout

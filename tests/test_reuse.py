@@ -4,12 +4,11 @@ import json
 
 import pytest
 
+from helpers.cli import cli_env, run_cli
+from helpers.configs import TINY_LM, compose_cfg
 from pbexp.rundir import RunDir
 from pbexp.train import train
 from pbexp.training.tasks import LMTask
-
-from helpers.cli import cli_env, run_cli
-from helpers.configs import TINY_LM, compose_cfg
 
 
 def scripted_valid_ppl(monkeypatch, values):
@@ -25,8 +24,15 @@ def scripted_valid_ppl(monkeypatch, values):
 
 def test_early_stop_after_patience_epochs_without_a_better_valid(tiny_ptb, tmp_path, monkeypatch, caplog):
     scripted_valid_ppl(monkeypatch, [50.0, 40.0, 41.0, 39.5, 39.6, 39.7, 10.0, 10.0])
-    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=8", "trainer.early_stop_patience=2",
-                       "trainer.limit_batches=2"])
+    cfg = compose_cfg(
+        [
+            *TINY_LM,
+            f"dataset.root={tiny_ptb}",
+            "trainer.epochs=8",
+            "trainer.early_stop_patience=2",
+            "trainer.limit_batches=2",
+        ]
+    )
     with caplog.at_level("INFO", logger="pbexp"):
         results = train(cfg, tmp_path / "run")
     # 39.5 at epoch 4 is the last improvement; epochs 5 and 6 do not improve: stop after 6, never reach 7's 10.0
@@ -46,6 +52,7 @@ def test_without_patience_every_epoch_runs(tiny_ptb, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- warm start
 
+
 @pytest.fixture
 def finished_run(tiny_ptb, tmp_path):
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=1"])
@@ -54,11 +61,14 @@ def finished_run(tiny_ptb, tmp_path):
 
 def test_init_from_a_run_starts_from_its_best_weights(finished_run, tiny_ptb, tmp_path):
     import torch
+
     from pbexp.training import checkpoint as ckpt
+
     run_a, _ = finished_run
     # SGD at a vanishing lr: B's weights can only be A's if the warm start copied them
-    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=1", "trainer.lr=1e-9",
-                       f"trainer.init_from={run_a}"])
+    cfg = compose_cfg(
+        [*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=1", "trainer.lr=1e-9", f"trainer.init_from={run_a}"]
+    )
     train(cfg, tmp_path / "b")
     a = ckpt.load(RunDir(run_a).best)["model"]
     b = ckpt.load(RunDir(tmp_path / "b").best)["model"]
@@ -72,6 +82,7 @@ def test_init_from_a_run_starts_from_its_best_weights(finished_run, tiny_ptb, tm
 
 def test_init_from_a_model_of_other_shapes_names_the_key(finished_run, tiny_ptb, tmp_path):
     from pbexp.errors import ConfigError
+
     run_a, _ = finished_run
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "model.hidden_size=24", f"trainer.init_from={run_a}"])
     with pytest.raises(ConfigError, match="trainer.init_from=.*a checkpoint of a model with this run's shapes"):
@@ -80,6 +91,7 @@ def test_init_from_a_model_of_other_shapes_names_the_key(finished_run, tiny_ptb,
 
 def test_init_from_nowhere_is_refused_before_any_work(tiny_ptb, tmp_path):
     from pbexp.errors import ConfigError
+
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", f"trainer.init_from={tmp_path / 'nowhere'}"])
     with pytest.raises(ConfigError, match="a run dir or a .pt checkpoint that exists"):
         train(cfg, tmp_path / "b")
@@ -88,15 +100,18 @@ def test_init_from_nowhere_is_refused_before_any_work(tiny_ptb, tmp_path):
 
 # ---------------------------------------------------------------- pbexp-eval
 
+
 def write_hydra_config(run_dir, cfg):
     """What Hydra writes beside a run (train() called directly does not)."""
     from omegaconf import OmegaConf
+
     RunDir(run_dir).hydra.mkdir(exist_ok=True)
     OmegaConf.save(cfg, RunDir(run_dir).config)
 
 
 def test_eval_gives_training_own_valid_and_test_numbers(tiny_ptb, tmp_path):
     from pbexp.evaluate import evaluate_run
+
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.epochs=2"])
     run = RunDir(tmp_path / "a")
     results = train(cfg, run)
@@ -117,8 +132,10 @@ def test_eval_cli_prints_json_and_bad_input_is_one_line(tiny_ptb, tmp_path):
     ok = run_cli([str(tmp_path / "a")], cwd=tmp_path, env=cli_env(), module="pbexp.evaluate")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert json.loads(ok.stdout)["ppl"] == pytest.approx(results["test/ppl"], rel=1e-9)
-    for args, message in (([str(tmp_path / "nowhere")], "no run config"),
-                          ([str(tmp_path / "a"), "--split", "train"], "--split='train' is not allowed")):
+    for args, message in (
+        ([str(tmp_path / "nowhere")], "no run config"),
+        ([str(tmp_path / "a"), "--split", "train"], "--split='train' is not allowed"),
+    ):
         bad = run_cli(args, cwd=tmp_path, env=cli_env(), module="pbexp.evaluate")
         assert bad.returncode == 2 and message in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr

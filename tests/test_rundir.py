@@ -11,9 +11,8 @@ import re
 
 import pytest
 
-from pbexp.rundir import RunDir
-
 from helpers.configs import REPO
+from pbexp.rundir import RunDir
 
 # ---------------------------------------------------------------- layout
 
@@ -54,8 +53,14 @@ def test_a_run_dir_is_a_path_and_asking_for_paths_creates_nothing(tmp_path):
 
 def test_write_then_read_results_round_trip(tmp_path):
     run = RunDir(tmp_path / "run")  # not there yet: the write makes it
-    record = {"status": "completed", "test/ppl": 123.5, "overrides": ["model=gru", "trainer.lr=1"], "steps": 7,
-              "stopped_early": False, "error": None}
+    record = {
+        "status": "completed",
+        "test/ppl": 123.5,
+        "overrides": ["model=gru", "trainer.lr=1"],
+        "steps": 7,
+        "stopped_early": False,
+        "error": None,
+    }
     run.write_results(record)
     assert run.read_results() == record
     assert run.is_complete()
@@ -86,9 +91,11 @@ def test_results_write_is_atomic_and_leaves_no_temp_file(tmp_path, monkeypatch):
     assert run.read_results() == {"status": "completed"}
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b'{"status": "compl', b"[1, 2]", b'"completed"', b"null",
-                                     b"\xff\xfe{}"], ids=["empty", "not-json", "half-written", "a-list",
-                                                          "a-string", "null", "not-utf8"])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"{not json", b'{"status": "compl', b"[1, 2]", b'"completed"', b"null", b"\xff\xfe{}"],
+    ids=["empty", "not-json", "half-written", "a-list", "a-string", "null", "not-utf8"],
+)
 def test_unreadable_or_non_object_results_read_as_none(tmp_path, content):
     run = RunDir(tmp_path)
     run.results.write_bytes(content)
@@ -101,8 +108,10 @@ def test_results_path_that_is_a_folder_reads_as_none(tmp_path):
     assert run.read_results() is None
 
 
-@pytest.mark.parametrize("record, complete", [({"status": "completed"}, True), ({"status": "failed"}, False),
-                                              ({"status": "interrupted"}, False), ({}, False)])
+@pytest.mark.parametrize(
+    "record, complete",
+    [({"status": "completed"}, True), ({"status": "failed"}, False), ({"status": "interrupted"}, False), ({}, False)],
+)
 def test_is_complete_only_for_status_completed(tmp_path, record, complete):
     run = RunDir(tmp_path)
     run.write_results(record)
@@ -116,7 +125,9 @@ def test_append_writes_one_json_line_per_record(tmp_path):
     run = RunDir(tmp_path / "run")  # not there yet: the first append makes it
     run.append_metrics({"epoch": 1, "valid/ppl": 10.5})
     run.append_metrics({"epoch": 2, "valid/ppl": 9.25})
-    assert run.metrics.read_text(encoding="utf-8") == '{"epoch": 1, "valid/ppl": 10.5}\n{"epoch": 2, "valid/ppl": 9.25}\n'
+    assert (
+        run.metrics.read_text(encoding="utf-8") == '{"epoch": 1, "valid/ppl": 10.5}\n{"epoch": 2, "valid/ppl": 9.25}\n'
+    )
 
 
 def test_read_metrics_in_epoch_order(tmp_path):
@@ -134,15 +145,18 @@ def test_read_metrics_skips_a_half_written_last_line(tmp_path):
 
 def test_an_epoch_written_twice_counts_once_the_last_record_winning(tmp_path):
     run = RunDir(tmp_path)
-    run.metrics.write_text('{"epoch": 1, "loss": 3.0}\n{"epoch": 2, "loss": 2.0}\n'  # killed after epoch 2
-                           '{"epoch": 2, "loss": 1.9}\n{"epoch": 3, "loss": 1.0}\n')  # resumed from epoch 1's end
+    run.metrics.write_text(
+        '{"epoch": 1, "loss": 3.0}\n{"epoch": 2, "loss": 2.0}\n'  # killed after epoch 2
+        '{"epoch": 2, "loss": 1.9}\n{"epoch": 3, "loss": 1.0}\n'
+    )  # resumed from epoch 1's end
     assert run.read_metrics() == [{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 1.9}, {"epoch": 3, "loss": 1.0}]
 
 
 def test_lines_without_an_integer_epoch_are_skipped(tmp_path):
     run = RunDir(tmp_path)
-    run.metrics.write_text('{"epoch": "2", "a": 1}\n{"loss": 1.0}\n[1, 2]\nnull\n{"epoch": "x"}\n\n'
-                           '{"epoch": null}\n{"epoch": 1, "a": 0}\n')
+    run.metrics.write_text(
+        '{"epoch": "2", "a": 1}\n{"loss": 1.0}\n[1, 2]\nnull\n{"epoch": "x"}\n\n{"epoch": null}\n{"epoch": 1, "a": 0}\n'
+    )
     assert run.read_metrics() == [{"epoch": 1, "a": 0}, {"epoch": 2, "a": 1}]  # "2" read as the epoch 2
 
 
@@ -152,8 +166,10 @@ def test_no_metrics_file_reads_as_no_records(tmp_path):
 
 def test_truncate_metrics_keeps_the_epochs_up_to_keep(tmp_path):
     run = RunDir(tmp_path)
-    run.metrics.write_text('{"epoch": 1, "loss": 3.0}\n{"epoch": 2, "loss": 2.0}\n{"epoch": 3, "loss": 1.0}\n'
-                           '{"epoch": 2, "loss": 1.5}\n{"epoch": 4, "lo')
+    run.metrics.write_text(
+        '{"epoch": 1, "loss": 3.0}\n{"epoch": 2, "loss": 2.0}\n{"epoch": 3, "loss": 1.0}\n'
+        '{"epoch": 2, "loss": 1.5}\n{"epoch": 4, "lo'
+    )
     run.truncate_metrics(2)
     assert run.metrics.read_text() == '{"epoch": 1, "loss": 3.0}\n{"epoch": 2, "loss": 1.5}\n'
     assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl"]  # rewritten atomically: no temp file left
@@ -178,29 +194,51 @@ def make_files(root, names):
 
 def test_clear_started_removes_the_epoch_records_and_event_files_only(tmp_path):
     run = RunDir(tmp_path)
-    make_files(tmp_path, ["metrics.jsonl", "tb/events.out.tfevents.1.host.1", "tb/events.out.tfevents.2.host.2",
-                          "tb/projector_config.pbtxt", "vocab.txt", "results.json", "checkpoints/last.pt",
-                          ".hydra/config.yaml", "notes.txt"])
+    make_files(
+        tmp_path,
+        [
+            "metrics.jsonl",
+            "tb/events.out.tfevents.1.host.1",
+            "tb/events.out.tfevents.2.host.2",
+            "tb/projector_config.pbtxt",
+            "vocab.txt",
+            "results.json",
+            "checkpoints/last.pt",
+            ".hydra/config.yaml",
+            "notes.txt",
+        ],
+    )
     run.clear_started()
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    assert left == [".hydra/config.yaml", "checkpoints/last.pt", "notes.txt", "results.json",
-                    "tb/projector_config.pbtxt", "vocab.txt"]
+    assert left == [
+        ".hydra/config.yaml",
+        "checkpoints/last.pt",
+        "notes.txt",
+        "results.json",
+        "tb/projector_config.pbtxt",
+        "vocab.txt",
+    ]
     run.clear_started()  # nothing left to clear is fine
 
 
 def test_tb_events_are_the_event_files_in_name_order(tmp_path):
     make_files(tmp_path, ["tb/events.out.tfevents.2.b", "tb/events.out.tfevents.1.a", "tb/other", "tb/sub/x"])
-    assert RunDir(tmp_path).tb_events() == [tmp_path / "tb" / "events.out.tfevents.1.a",
-                                            tmp_path / "tb" / "events.out.tfevents.2.b"]
+    assert RunDir(tmp_path).tb_events() == [
+        tmp_path / "tb" / "events.out.tfevents.1.a",
+        tmp_path / "tb" / "events.out.tfevents.2.b",
+    ]
 
 
-@pytest.mark.parametrize("present, expected", [
-    ([], None),
-    (["checkpoints/last.pt"], "checkpoints/last.pt"),
-    (["checkpoints/best.pt"], "checkpoints/best.pt"),
-    (["checkpoints/best.pt", "checkpoints/last.pt"], "checkpoints/best.pt"),
-    (["checkpoints/last.prev.pt"], None),  # only the rotation copy: not weights to use
-])
+@pytest.mark.parametrize(
+    "present, expected",
+    [
+        ([], None),
+        (["checkpoints/last.pt"], "checkpoints/last.pt"),
+        (["checkpoints/best.pt"], "checkpoints/best.pt"),
+        (["checkpoints/best.pt", "checkpoints/last.pt"], "checkpoints/best.pt"),
+        (["checkpoints/last.prev.pt"], None),  # only the rotation copy: not weights to use
+    ],
+)
 def test_weights_prefer_best_then_last_then_none(tmp_path, present, expected):
     make_files(tmp_path, present)
     assert RunDir(tmp_path).weights() == (tmp_path / expected if expected else None)
@@ -212,14 +250,17 @@ def test_weights_skip_a_folder_in_the_place_of_a_checkpoint(tmp_path):
     assert RunDir(tmp_path).weights() == tmp_path / "checkpoints" / "last.pt"
 
 
-@pytest.mark.parametrize("files, folders, is_run, has_started", [
-    ([], [], False, False),
-    (["results.json"], [], True, True),  # a finished run
-    ([], [".hydra"], True, False),  # started by Hydra, died before any checkpoint
-    ([], ["checkpoints"], False, True),  # checkpoints, no Hydra record (train() called directly)
-    (["metrics.jsonl", "notes.txt"], ["tb"], False, False),  # no results, record or checkpoints
-    (["results.json"], [".hydra", "checkpoints"], True, True),
-])
+@pytest.mark.parametrize(
+    "files, folders, is_run, has_started",
+    [
+        ([], [], False, False),
+        (["results.json"], [], True, True),  # a finished run
+        ([], [".hydra"], True, False),  # started by Hydra, died before any checkpoint
+        ([], ["checkpoints"], False, True),  # checkpoints, no Hydra record (train() called directly)
+        (["metrics.jsonl", "notes.txt"], ["tb"], False, False),  # no results, record or checkpoints
+        (["results.json"], [".hydra", "checkpoints"], True, True),
+    ],
+)
 def test_is_run_and_has_started(tmp_path, files, folders, is_run, has_started):
     make_files(tmp_path, files)
     for folder in folders:

@@ -2,10 +2,9 @@
 
 import yaml
 
-from pbexp.rundir import RunDir
-
 from helpers.cli import cli_env, run_cli
 from helpers.data import write_tiny_ptb
+from pbexp.rundir import RunDir
 
 # A search of the user's own (through --config-dir), over a learning rate from useless to good: the trials
 # at tiny learning rates trail after their first epoch, which the median pruner acts on.
@@ -20,9 +19,19 @@ hydra:
     params:
       trainer.lr: tag(log, interval(0.001, 30.0))
 """
-TINY = ["model.emb_size=16", "model.hidden_size=16", "model.num_layers=1", "model.dropout=0.0",
-        "trainer.batch_size=4", "trainer.bptt=8", "trainer.eval_batch_size=4", "trainer.checkpoint_every=0",
-        "trainer.epochs=3", "trainer.limit_batches=6", "dataset.download=false"]
+TINY = [
+    "model.emb_size=16",
+    "model.hidden_size=16",
+    "model.num_layers=1",
+    "model.dropout=0.0",
+    "trainer.batch_size=4",
+    "trainer.bptt=8",
+    "trainer.eval_batch_size=4",
+    "trainer.checkpoint_every=0",
+    "trainer.epochs=3",
+    "trainer.limit_batches=6",
+    "dataset.download=false",
+]
 
 
 def test_four_trial_search_prunes_resumes_and_names_the_best(tmp_path):
@@ -30,8 +39,15 @@ def test_four_trial_search_prunes_resumes_and_names_the_best(tmp_path):
     (tmp_path / "mine" / "hparams_search" / "tiny.yaml").write_text(SEARCH)
     data = write_tiny_ptb(tmp_path / "data" / "ptb").parent
     sweep = tmp_path / "sweep"
-    args = ["-m", "-cd", str(tmp_path / "mine"), "hparams_search=tiny", *TINY, f"dataset.root={data}",
-            f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        "-cd",
+        str(tmp_path / "mine"),
+        "hparams_search=tiny",
+        *TINY,
+        f"dataset.root={data}",
+        f"hydra.sweep.dir={sweep}",
+    ]
     proc = run_cli(args, cwd=tmp_path, env=cli_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -4,7 +4,6 @@ naive-Bayes ratios, and on a corpus it must separate."""
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
@@ -54,9 +53,16 @@ def test_separates_a_separable_corpus_and_returns_log_probabilities(tmp_path: Pa
     assert RunDir(tmp_path).artifact("sklearn.pkl").exists()
 
 
-@pytest.mark.parametrize("hyper, key", [(dict(weighting="bm25"), "model.weighting"), (dict(ngrams=0), "model.ngrams"),
-                                        (dict(C=0), "model.C"), (dict(min_df=1.5), "model.min_df"),
-                                        (dict(alpha="1"), "model.alpha")])
+@pytest.mark.parametrize(
+    "hyper, key",
+    [
+        (dict(weighting="bm25"), "model.weighting"),
+        (dict(ngrams=0), "model.ngrams"),
+        (dict(C=0), "model.C"),
+        (dict(min_df=1.5), "model.min_df"),
+        (dict(alpha="1"), "model.alpha"),
+    ],
+)
 def test_bad_hyper_parameters_name_the_key(hyper, key):
     with pytest.raises(ConfigError, match=key):
         SklearnLinear(len(WORDS), 2, 7, **hyper)

@@ -8,10 +8,9 @@ import sys
 import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from pbexp.rundir import RunDir
-
 from helpers.cli import run_cli
 from helpers.configs import TINY_LM
+from pbexp.rundir import RunDir
 
 TWO_JOBS = ["model=lstm,gru", "trainer.epochs=1"]
 
@@ -23,8 +22,9 @@ def sweep(tmp_path, tiny_ptb, args, name="sweep"):
 
 
 def report(*args):
-    return subprocess.run([sys.executable, "-m", "pbexp.report", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pbexp.report", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def hparams_sessions(run_dir):
@@ -38,8 +38,9 @@ def hparams_sessions(run_dir):
     return found
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
-                         ids=["basic", "joblib"])
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+)
 def test_two_job_sweep_then_report(tmp_path, tiny_ptb, launcher):
     proc, out = sweep(tmp_path, tiny_ptb, [*TWO_JOBS, *launcher])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -68,6 +69,7 @@ def test_two_job_sweep_then_report(tmp_path, tiny_ptb, launcher):
         found = hparams_sessions(j)
         assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(found)
         from tensorboard.plugins.hparams import plugin_data_pb2
+
         start = plugin_data_pb2.HParamsPluginData.FromString(found["_hparams_/session_start_info"])
         key_sets.append(set(start.session_start_info.hparams))
     assert key_sets[0] == key_sets[1] and "model" in key_sets[0]
@@ -97,8 +99,11 @@ def test_sweep_with_failing_and_diverging_jobs(tmp_path, tiny_ptb):
 
 def test_two_job_sweep_through_submitit_local(tmp_path, tiny_ptb):
     """The path SLURM jobs take (pickled task function, a separate process per job), run locally."""
-    proc, out = sweep(tmp_path, tiny_ptb, [*TWO_JOBS, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-                                           "hydra.launcher.cpus_per_task=1"])
+    proc, out = sweep(
+        tmp_path,
+        tiny_ptb,
+        [*TWO_JOBS, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "hydra.launcher.cpus_per_task=1"],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [RunDir(out / j).read_results() for j in ("0", "1")]
     assert [r["status"] for r in results] == ["completed", "completed"]
@@ -107,10 +112,15 @@ def test_two_job_sweep_through_submitit_local(tmp_path, tiny_ptb):
 
 def test_slurm_launcher_config_composes():
     from hydra import compose, initialize_config_dir
+
     from pbexp.train import CONFIG_DIR
+
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name="train",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.gpus_per_node == 1 and launcher.timeout_min == 720

@@ -3,15 +3,22 @@
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
+from helpers.configs import TINY_LM, compose_cfg
 from pbexp.rundir import RunDir
 from pbexp.train import train
 
-from helpers.configs import TINY_LM, compose_cfg
-
 
 def test_config_text_and_train_valid_overlay(tiny_ptb, tmp_path):
-    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.max_steps=3", "trainer.epochs=0",
-                       "model.hidden_size=24", "model.emb_size=24"])
+    cfg = compose_cfg(
+        [
+            *TINY_LM,
+            f"dataset.root={tiny_ptb}",
+            "trainer.max_steps=3",
+            "trainer.epochs=0",
+            "model.hidden_size=24",
+            "model.emb_size=24",
+        ]
+    )
     train(cfg, tmp_path / "run")
     acc = EventAccumulator(str(RunDir(tmp_path / "run").tb), size_guidance={"tensors": 0})
     acc.Reload()

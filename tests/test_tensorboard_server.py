@@ -14,8 +14,7 @@ from helpers.configs import TINY_LM
 
 
 def get(url, data=None):
-    req = urllib.request.Request(url, data=data, headers={"X-XSRF-Protected": "1",
-                                                          "Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, headers={"X-XSRF-Protected": "1", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -23,14 +22,32 @@ def get(url, data=None):
 @pytest.fixture
 def served_sweep(tmp_path, tiny_ptb):
     out = tmp_path / "sweep"
-    proc = run_cli(["-m", *TINY_LM, f"dataset.root={tiny_ptb}", "model=lstm,gru", "trainer.epochs=1",
-                    f"hydra.sweep.dir={out}"], cwd=tmp_path)
+    proc = run_cli(
+        ["-m", *TINY_LM, f"dataset.root={tiny_ptb}", "model=lstm,gru", "trainer.epochs=1", f"hydra.sweep.dir={out}"],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     port = free_port()
     # <sweep>/tb names each job's curves by what the sweep varies (callbacks.SweepStatus)
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(out / "tb"), "--host", "127.0.0.1",
-                               "--port", str(port), "--load_fast=false", "--reload_interval", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(out / "tb"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast=false",
+            "--reload_interval",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -61,8 +78,15 @@ def test_tensorboard_serves_both_runs_tags_and_hparams(served_sweep):
             assert tag in tags[run], (run, tag)
     points = get(base + "/data/plugin/scalars/scalars?run=model=lstm&tag=test/ppl")
     assert len(points) == 1
-    body = json.dumps({"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
-                       "colParams": [], "startIndex": 0, "sliceSize": 100}).encode()
+    body = json.dumps(
+        {
+            "experimentName": "",
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+            "colParams": [],
+            "startIndex": 0,
+            "sliceSize": 100,
+        }
+    ).encode()
     groups = get(base + "/data/plugin/hparams/session_groups", data=body)
     sessions = {s["name"]: s for g in groups["sessionGroups"] for s in g["sessions"]}
     assert set(sessions) == {"model=gru", "model=lstm"}

@@ -3,12 +3,11 @@ import json
 import pytest
 import torch
 
+from helpers.configs import TINY_LM, compose_cfg
 from pbexp.rundir import RunDir
 from pbexp.train import train
 from pbexp.training import checkpoint as ckpt
 from pbexp.training.trainer import _zaremba_factor
-
-from helpers.configs import TINY_LM, compose_cfg
 
 
 def test_two_epochs_lower_validation_perplexity(tiny_lm_cfg, tmp_path):
@@ -46,8 +45,9 @@ def test_max_steps_stops_early(tiny_ptb, tmp_path):
 def test_epochs_zero_means_no_epoch_limit_with_max_steps(tiny_ptb, tmp_path):
     """epochs=0 trained 0 steps and reported completed; it is 'no epoch limit' when max_steps is set."""
     cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.max_steps=75", "trainer.epochs=0"])
-    from pbexp.training.tasks import build_task
     from pbexp.config import instantiate
+    from pbexp.training.tasks import build_task
+
     per_epoch = build_task(instantiate(cfg.dataset), cfg.trainer, "cpu").num_batches()
     assert per_epoch < 75  # so the run must go on past the first epoch
     results = train(cfg, tmp_path / "run")
@@ -58,6 +58,7 @@ def test_progress_covers_the_steps_that_run_and_evaluation_is_announced(tiny_ptb
     """The bar's total and ETA covered the whole epoch when max_steps stopped far sooner; the test pass ran
     in silence."""
     from pbexp.training.logger import Progress
+
     ticks = {}
     real_tick = Progress.tick
 
@@ -73,8 +74,9 @@ def test_progress_covers_the_steps_that_run_and_evaluation_is_announced(tiny_ptb
     assert "epoch 1: 3 batches" in lines, [l for l in lines if "batches" in l]
     # each evaluation has its own bar, advanced once per batch of the split (TINY_LM: bptt 8, eval batch 4 columns)
     for split in ("valid", "test"):
-        tokens = len((tiny_ptb / "ptb" / f"ptb.{split}.txt").read_text().split()) + \
-            len((tiny_ptb / "ptb" / f"ptb.{split}.txt").read_text().splitlines())  # + one <eos> a line
+        tokens = len((tiny_ptb / "ptb" / f"ptb.{split}.txt").read_text().split()) + len(
+            (tiny_ptb / "ptb" / f"ptb.{split}.txt").read_text().splitlines()
+        )  # + one <eos> a line
         rows = tokens // cfg.trainer.eval_batch_size
         expected = -(-(rows - 1) // cfg.trainer.bptt)
         assert f"evaluating on {split}: {expected} batches" in lines, [l for l in lines if "evaluating" in l]
@@ -91,7 +93,9 @@ def test_same_seed_gives_identical_results(tiny_lm_cfg, tmp_path):
 
 def test_plateau_schedule_divides_lr_only_when_valid_does_not_improve():
     from types import SimpleNamespace
+
     from pbexp.training.trainer import make_scheduler
+
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=20.0)
     sched = make_scheduler(SimpleNamespace(schedule="plateau", lr_factor=4.0), opt)
@@ -109,8 +113,16 @@ def test_zaremba_schedule_factor():
 
 
 def test_zaremba_schedule_in_a_run(tiny_ptb, tmp_path):
-    cfg = compose_cfg([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.schedule=zaremba", "trainer.decay_start=1",
-                       "trainer.lr_decay=0.5", "trainer.epochs=3"])
+    cfg = compose_cfg(
+        [
+            *TINY_LM,
+            f"dataset.root={tiny_ptb}",
+            "trainer.schedule=zaremba",
+            "trainer.decay_start=1",
+            "trainer.lr_decay=0.5",
+            "trainer.epochs=3",
+        ]
+    )
     train(cfg, tmp_path / "run")
     lrs = [r["lr"] for r in RunDir(tmp_path / "run").read_metrics()]
     # the epoch records hold the lr each epoch ran at
@@ -137,13 +149,15 @@ def test_bf16_autocast_trains_or_falls_back_to_fp32_without_cpu_support(tiny_ptb
     the dtype of its output in every training forward pass."""
     import pbexp.train
     from pbexp.training.trainer import cpu_has_bf16
+
     train_dtypes = set()
     real_build = pbexp.train.build_model
 
     def build_and_watch_the_decoder(*args, **kwargs):
         model = real_build(*args, **kwargs)
         model.decoder.register_forward_hook(
-            lambda module, inputs, out: train_dtypes.add(out.dtype) if module.training else None)
+            lambda module, inputs, out: train_dtypes.add(out.dtype) if module.training else None
+        )
         return model
 
     monkeypatch.setattr(pbexp.train, "build_model", build_and_watch_the_decoder)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.configs import SHARED_DATA
 from pbexp import embedding_map as cli
 from pbexp.rundir import RunDir
-
-from helpers.configs import SHARED_DATA
 
 VOCAB = 40
 
@@ -62,8 +61,12 @@ def _assert_png(path):
 
 def test_cli_subprocess_writes_png_kl_and_projector(tmp_path):
     run, _ = _make_run(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "pbexp.embedding_map", str(run), "--words", "30"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbexp.embedding_map", str(run), "--words", "30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     kl = float(re.search(r"KL divergence ([0-9.]+) after (\d+) iterations", proc.stdout).group(1))
     assert 0 < kl < 10
@@ -78,14 +81,21 @@ def test_cli_subprocess_writes_png_kl_and_projector(tmp_path):
     assert len(tensors) == 30 and len(tensors[0].split("\t")) == 16
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["nope"], "does not exist"),
-    # refused before any work: the run dir is not even looked at
-    (["nope", "--words", "10000"], "--words=10000 is not allowed: at most 2000 with the exact --impl pbexp"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nope"], "does not exist"),
+        # refused before any work: the run dir is not even looked at
+        (["nope", "--words", "10000"], "--words=10000 is not allowed: at most 2000 with the exact --impl pbexp"),
+    ],
+)
 def test_cli_subprocess_bad_input_exits_2_with_one_line(tmp_path, argv, message):
-    proc = subprocess.run([sys.executable, "-m", "pbexp.embedding_map", str(tmp_path / argv[0]), *argv[1:]],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbexp.embedding_map", str(tmp_path / argv[0]), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
@@ -154,12 +164,17 @@ def test_label_placement_at_a_thousand_words_is_bounded_work():
     assert work <= spots * n * (n + n)  # the documented bound
     assert work <= 0.4 * spots * n * (n + n)  # only boxes within reach: ~30% of the bound on this dense map
     # and it still places labels: the chosen boxes overlap no marker or earlier label for most
-    low = points + np.array([[r * 110 / 72 * dx - (1 - dx) / 2 * w, r * 110 / 72 * dy - (1 - dy) / 2 * h]
-                             for (r, dx, dy), (w, h) in zip((cli.LABEL_SPOTS[c] for c in choice), sizes)])
+    low = points + np.array(
+        [
+            [r * 110 / 72 * dx - (1 - dx) / 2 * w, r * 110 / 72 * dy - (1 - dy) / 2 * h]
+            for (r, dx, dy), (w, h) in zip((cli.LABEL_SPOTS[c] for c in choice), sizes)
+        ]
+    )
     boxes = np.hstack([low, low + sizes])
     markers = np.hstack([points - cli.MARKER_HALF, points + cli.MARKER_HALF])
-    hits = [((np.minimum(b[2:], markers[:, 2:]) - np.maximum(b[:2], markers[:, :2])) > 0).all(axis=1).any()
-            for b in boxes]
+    hits = [
+        ((np.minimum(b[2:], markers[:, 2:]) - np.maximum(b[:2], markers[:, :2])) > 0).all(axis=1).any() for b in boxes
+    ]
     assert np.mean(hits) < 0.2
 
 
@@ -201,10 +216,14 @@ def _bad_runs(tmp_path):
         "corrupt checkpoint": ([str(corrupt)], "cannot load"),
         "zero words": ([str(good), "--words", "0"], "--words=0"),
         "too many words": ([str(good), "--words", str(VOCAB + 1)], "vocabulary size 40"),
-        "over the exact limit": ([str(good), "--words", "2001"],
-                                 "--words=2001 is not allowed: at most 2000 with the exact --impl pbexp"),
-        "over the exact limit, sklearn": ([str(good), "--words", "5000", "--impl", "sklearn"],
-                                          "--impl barnes-hut takes more"),
+        "over the exact limit": (
+            [str(good), "--words", "2001"],
+            "--words=2001 is not allowed: at most 2000 with the exact --impl pbexp",
+        ),
+        "over the exact limit, sklearn": (
+            [str(good), "--words", "5000", "--impl", "sklearn"],
+            "--impl barnes-hut takes more",
+        ),
         "barnes-hut: vocabulary size": ([str(good), "--words", "5000", "--impl", "barnes-hut"], "vocabulary size 40"),
         "bad impl": ([str(good), "--impl", "umap"], "--impl='umap'"),
         "bad order": ([str(good), "--order", "alphabetical"], "--order='alphabetical'"),

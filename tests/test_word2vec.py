@@ -33,6 +33,7 @@ def corpus(n=2000, seed=0):
 
 def test_vectors_are_cached_by_corpus_and_learn_shared_contexts(user_cache, caplog, monkeypatch):
     from pbexp.models import word2vec
+
     monkeypatch.setitem(word2vec.SETTINGS, "sample", 0)  # every word here is "frequent": keep them all
     vocab = Vocab(WORDS)
     first = word2vec_file(corpus(), vocab, dim=16)
@@ -59,8 +60,16 @@ def test_classification_sentences_drop_pads_and_lm_sentences_end_at_eos():
 
 def test_build_model_loads_the_trained_vectors_into_the_embedding():
     vocab = Vocab(WORDS)
-    cfg = OmegaConf.create({"_target_": "pbexp.models.classifiers.CNNClassifier", "emb_size": 12, "widths": [2],
-                            "filters": 3, "pretrained": "word2vec", "freeze_embeddings": False})
+    cfg = OmegaConf.create(
+        {
+            "_target_": "pbexp.models.classifiers.CNNClassifier",
+            "emb_size": 12,
+            "widths": [2],
+            "filters": 3,
+            "pretrained": "word2vec",
+            "freeze_embeddings": False,
+        }
+    )
     model = build_model(cfg, vocab, "clf", corpus, 0, vocab_size=len(WORDS), num_classes=2, max_len=5, pad_idx=0)
     vectors, _ = read_vectors(word2vec_file(corpus(), vocab, dim=12))
     for word in ("good", "bad", "film"):
@@ -68,7 +77,13 @@ def test_build_model_loads_the_trained_vectors_into_the_embedding():
 
 
 def test_a_model_without_an_embedding_refuses_pretrained_vectors():
-    cfg = OmegaConf.create({"_target_": "pbexp.models.classifiers.NBSVM", "max_features": 10,
-                            "pretrained": "word2vec", "freeze_embeddings": False})
+    cfg = OmegaConf.create(
+        {
+            "_target_": "pbexp.models.classifiers.NBSVM",
+            "max_features": 10,
+            "pretrained": "word2vec",
+            "freeze_embeddings": False,
+        }
+    )
     with pytest.raises(ConfigError, match="model.pretrained.*NBSVM has no word embedding"):
         build_model(cfg, Vocab(WORDS), "clf", corpus, 0, vocab_size=len(WORDS), num_classes=2, max_len=5, pad_idx=0)

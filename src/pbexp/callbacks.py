@@ -17,7 +17,7 @@ from pbexp.rundir import RunDir
 log = logging.getLogger("pbexp")
 
 SWEPT_KEYS = ".swept_keys.json"  # in the sweep dir: the keys this sweep varies, for each job's TensorBoard name
-TB_VIEW = "tb"                   # <sweep>/tb/<what varies> -> ../<job>/tb: `tensorboard --logdir <sweep>/tb`
+TB_VIEW = "tb"  # <sweep>/tb/<what varies> -> ../<job>/tb: `tensorboard --logdir <sweep>/tb`
 
 
 def swept_keys(config) -> list[str]:

@@ -19,13 +19,27 @@ def check_int(key: str, value, low: int | None = 1, high: int | None = None, all
     """An integer in [low, high] (either end open when None); ``allowed`` replaces the default wording."""
     if not is_int(value) or (low is not None and value < low) or (high is not None and value > high):
         if not allowed:
-            allowed = ("an integer" if low is None and high is None else f"an integer >= {low}" if high is None
-                       else f"an integer <= {high}" if low is None else f"an integer in [{low}, {high}]")
+            allowed = (
+                "an integer"
+                if low is None and high is None
+                else f"an integer >= {low}"
+                if high is None
+                else f"an integer <= {high}"
+                if low is None
+                else f"an integer in [{low}, {high}]"
+            )
         raise ConfigError(key, value, allowed)
 
 
-def check_number(key: str, value, low: float | None = None, high: float | None = None, low_open: bool = False,
-                 high_open: bool = False, allowed: str = "") -> None:
+def check_number(
+    key: str,
+    value,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allowed: str = "",
+) -> None:
     """A number (int or float) in the interval given by low/high, each end closed unless ``*_open``."""
     ok = is_number(value)
     if ok and low is not None:
@@ -35,10 +49,15 @@ def check_number(key: str, value, low: float | None = None, high: float | None =
     if not ok:
         if not allowed:
             ends = ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
-            allowed = ("a number" if low is None and high is None
-                       else f"a number {'>' if low_open else '>='} {low}" if high is None
-                       else f"a number {'<' if high_open else '<='} {high}" if low is None
-                       else f"a number in {ends}")
+            allowed = (
+                "a number"
+                if low is None and high is None
+                else f"a number {'>' if low_open else '>='} {low}"
+                if high is None
+                else f"a number {'<' if high_open else '<='} {high}"
+                if low is None
+                else f"a number in {ends}"
+            )
         raise ConfigError(key, value, allowed)
 
 

@@ -67,7 +67,8 @@ def failure(e: BaseException, cfg: DictConfig, run_dir: RunDir, multirun: bool) 
         if run_dir.last.exists():
             msg = f"{why}; checkpoint saved in {run_dir.checkpoints}. Resume with: {_resume_command(run_dir.path)}"
         else:  # e.g. Ctrl-C while the data was loading: there is nothing to resume from
-            msg = f"{why} before the first checkpoint; nothing to resume. Start again with: {_resume_command(run_dir.path)}"
+            again = _resume_command(run_dir.path)
+            msg = f"{why} before the first checkpoint; nothing to resume. Start again with: {again}"
         return msg, "interrupted", EXIT_INTERRUPTED
     if isinstance(e, Diverged):
         return f"diverged: {e}", "diverged", EXIT_DIVERGED
@@ -89,11 +90,16 @@ def is_out_of_memory(e: BaseException) -> bool:
 def out_of_memory_message(cfg: DictConfig, e: BaseException) -> str:
     where = "the GPU" if "CUDA" in str(e) else "this machine"
     asked = re.search(r"allocate (\d+) bytes", str(e))
-    first = (f"one allocation of {int(asked.group(1)) / 1e9:.1f} GB" if asked
-             else (str(e).splitlines() or [type(e).__name__])[0][:160])
+    first = (
+        f"one allocation of {int(asked.group(1)) / 1e9:.1f} GB"
+        if asked
+        else (str(e).splitlines() or [type(e).__name__])[0][:160]
+    )
     sizes = ", ".join(f"{k}={cfg.trainer[k]}" for k in ("batch_size", "bptt", "eval_batch_size") if k in cfg.trainer)
-    return (f"out of memory on {where} ({first}); lower trainer.batch_size, trainer.bptt, "
-            f"trainer.eval_batch_size or the model's sizes (now {sizes})")
+    return (
+        f"out of memory on {where} ({first}); lower trainer.batch_size, trainer.bptt, "
+        f"trainer.eval_batch_size or the model's sizes (now {sizes})"
+    )
 
 
 def _resume_command(run_dir: Path) -> str:
@@ -112,6 +118,7 @@ def _check_writable(folder: str) -> None:
     """Fail before Hydra tries to create the output folder (it would show a traceback).
     Tried for real: permission bits say little when running as root."""
     import tempfile
+
     existing = Path(folder).absolute()
     while not existing.exists():  # nothing is created here: --help or a bad override leaves no folder
         existing = existing.parent
@@ -121,8 +128,10 @@ def _check_writable(folder: str) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise PbexpError(f"output folder {folder} cannot be written ({e.strerror}); choose another with "
-                         "hydra.run.dir=<folder> (or hydra.sweep.dir=<folder> with -m)") from None
+        raise PbexpError(
+            f"output folder {folder} cannot be written ({e.strerror}); choose another with "
+            "hydra.run.dir=<folder> (or hydra.sweep.dir=<folder> with -m)"
+        ) from None
 
 
 def _prepare_argv(argv: list[str]) -> list[str]:
@@ -142,14 +151,17 @@ def _prepare_argv(argv: list[str]) -> list[str]:
     resume = _arg_value(argv, "trainer.resume")
     if resume and resume != "null":
         if not RunDir.has_started(resume):
-            raise PbexpError(f"trainer.resume={resume}: no checkpoints or results there; "
-                             "give the run directory of an earlier run")
+            raise PbexpError(
+                f"trainer.resume={resume}: no checkpoints or results there; give the run directory of an earlier run"
+            )
         run_dir = _arg_value(argv, "hydra.run.dir")
         if run_dir is None:
             argv = [*argv, f"hydra.run.dir={resume}"]
         elif Path(run_dir).resolve() != Path(resume).resolve():
-            raise PbexpError(f"trainer.resume={resume} and hydra.run.dir={run_dir} name two different run "
-                             "directories; give only one of them (a resumed run stays in its own directory)")
+            raise PbexpError(
+                f"trainer.resume={resume} and hydra.run.dir={run_dir} name two different run "
+                "directories; give only one of them (a resumed run stays in its own directory)"
+            )
     multirun = any(a in ("-m", "--multirun") for a in argv)
     out = _arg_value(argv, "hydra.sweep.dir" if multirun else "hydra.run.dir") or "outputs"
     _check_writable(out)
@@ -167,12 +179,19 @@ def _check_overrides(argv: list[str]) -> DictConfig | None:
     checked with the first value of each swept key; other config dirs are left to Hydra."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
     if any(a.split("=", 1)[0] in HYDRA_CONFIG_FLAGS for a in argv):
         return None
+
     def one_line(e: Exception) -> str:
         text = str(e).split("Config search path:")[0]
-        return " ".join(line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line
-                        and not line.strip().startswith(("See https://", "full_key:", "object_type=")))
+        return " ".join(
+            line.strip()
+            for line in text.splitlines()
+            if line.strip()
+            and "HYDRA_FULL_ERROR" not in line
+            and not line.strip().startswith(("See https://", "full_key:", "object_type="))
+        )
 
     overrides, skip = [], False
     for i, a in enumerate(argv):  # drop Hydra's flags and their values (--cfg job, -p trainer, --info all)
@@ -189,11 +208,13 @@ def _check_overrides(argv: list[str]) -> DictConfig | None:
             parsed.extend(parser.parse_overrides([arg]))
         except Exception as e:  # noqa: BLE001 - the override grammar's error
             raise PbexpError(f"override {arg!r}: {one_line(e)}") from None
-    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-               else [o.input_line] for o in parsed]
+    choices = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        for o in parsed
+    ]
     firsts = [c[0] for c in choices]
     # the first value of every key, then each further value of a swept key on its own
-    trials = [firsts] + [firsts[:i] + [v] + firsts[i + 1:] for i, c in enumerate(choices) for v in c[1:]]
+    trials = [firsts] + [firsts[:i] + [v] + firsts[i + 1 :] for i, c in enumerate(choices) for v in c[1:]]
     composed = []
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for overrides in trials:
@@ -218,6 +239,7 @@ def _keep_provenance(argv: list[str], cfg: DictConfig | None) -> list[str]:
     """A run dir keeps the config it was started with: continuing it with another config is refused,
     naming the keys that differ, and Hydra does not rewrite its .hydra/ files."""
     import yaml
+
     run_dir = _arg_value(argv, "hydra.run.dir")
     saved_file = RunDir(run_dir or "").config
     if cfg is None or run_dir is None or any(a in ("-m", "--multirun") for a in argv) or not saved_file.is_file():
@@ -231,10 +253,11 @@ def _keep_provenance(argv: list[str], cfg: DictConfig | None) -> list[str]:
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k, '(unset)')} -> {now.get(k, '(unset)')}" for k in differ[:6])
         more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
-        raise PbexpError(f"{run_dir} was started with another config ({shown}{more}); continue it with the same "
-                         "settings, or choose another hydra.run.dir")
+        raise PbexpError(
+            f"{run_dir} was started with another config ({shown}{more}); continue it with the same "
+            "settings, or choose another hydra.run.dir"
+        )
     return [*argv, "hydra.output_subdir=null"]  # its .hydra/ already says how it was started
-
 
 
 def _lock_output_dir(argv: list[str]):
@@ -242,6 +265,7 @@ def _lock_output_dir(argv: list[str]):
     this process lives, so a second process started on it stops before writing anything. Only rank 0
     locks under torchrun (every rank shares the run dir). Returns the open lock file (keep it open)."""
     import fcntl
+
     multirun = any(a in ("-m", "--multirun") for a in argv)
     folder = _arg_value(argv, "hydra.sweep.dir" if multirun else "hydra.run.dir")
     if folder is None or not distributed.from_env().is_main:  # a fresh timestamped folder: nobody else's
@@ -256,11 +280,11 @@ def _lock_output_dir(argv: list[str]):
         lock.seek(0)
         holder = lock.read().strip() or "?"
         lock.close()
-        raise PbexpError(f"{folder} is in use by another pbexp-train process (pid {holder}); wait for it to "
-                         "finish or choose another hydra.run.dir / hydra.sweep.dir") from None
+        raise PbexpError(
+            f"{folder} is in use by another pbexp-train process (pid {holder}); wait for it to "
+            "finish or choose another hydra.run.dir / hydra.sweep.dir"
+        ) from None
     lock.truncate(0)
     lock.write(str(os.getpid()))
     lock.flush()
     return lock
-
-

@@ -20,7 +20,6 @@ from pbexp.errors import ConfigError, PbexpError
 from pbexp.training.trainer import OPTIMIZERS, SCHEDULES
 
 
-
 def _config_dir() -> str:
     """configs/: beside the source tree in a checkout (so a git worktree runs its own configs), else the copy
     a wheel ships as the package pbexp.configs."""
@@ -28,6 +27,7 @@ def _config_dir() -> str:
     if (checkout / "train.yaml").is_file():
         return str(checkout)
     from importlib.resources import files
+
     return str(files("pbexp.configs"))
 
 
@@ -44,8 +44,10 @@ def validate(cfg: DictConfig) -> None:
     try:
         OmegaConf.to_container(cfg.trainer, resolve=True)
     except InterpolationResolutionError as e:  # e.g. trainer.lr: ${model.recipe.lr} with a model that has none
-        raise PbexpError(f"trainer.{e.key}: {e.msg.splitlines()[0]}: this model gives no training recipe for "
-                         f"this task; set trainer.{e.key}=... on the command line") from None
+        raise PbexpError(
+            f"trainer.{e.key}: {e.msg.splitlines()[0]}: this model gives no training recipe for "
+            f"this task; set trainer.{e.key}=... on the command line"
+        ) from None
     t = cfg.trainer
     if str(t.optimizer).lower() not in OPTIMIZERS:  # any case: SGD, Adam
         raise ConfigError("trainer.optimizer", t.optimizer, f"one of {list(OPTIMIZERS)}")
@@ -62,8 +64,12 @@ def validate(cfg: DictConfig) -> None:
         check_int(f"trainer.{key}", t[key], low=0)
     check_number("trainer.max_minutes", t.max_minutes, low=0, allowed="a number of minutes >= 0 (0: no time limit)")
     unbounded_ok = t.max_steps > 0 or t.max_minutes > 0
-    check_int("trainer.epochs", t.epochs, low=0 if unbounded_ok else 1,
-              allowed="an integer >= 1, or 0 (no epoch limit) together with trainer.max_steps or trainer.max_minutes > 0")
+    check_int(
+        "trainer.epochs",
+        t.epochs,
+        low=0 if unbounded_ok else 1,
+        allowed="an integer >= 1, or 0 (no epoch limit) together with trainer.max_steps or trainer.max_minutes > 0",
+    )
     if t.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(t.device)):
         raise ConfigError("trainer.device", t.device, f"one of {list(DEVICES)} or cuda:<n>")
     check_choice("trainer.amp", t.amp, AMP)

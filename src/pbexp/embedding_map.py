@@ -37,15 +37,15 @@ import torch
 from pbexp.errors import ConfigError, DataError, PbexpError
 from pbexp.rundir import RunDir
 
-LEARNING_RATE = 30.0       # the report's settings
+LEARNING_RATE = 30.0  # the report's settings
 EARLY_EXAGGERATION = 10.0
-MIN_WORDS = 5              # perplexity must exceed 1 and stay below (N - 1) / 3
+MIN_WORDS = 5  # perplexity must exceed 1 and stay below (N - 1) / 3
 EXACT_IMPLS = ("pbexp", "sklearn")
 IMPLS = (*EXACT_IMPLS, "barnes-hut")
-EXACT_MAX_WORDS = 2000     # exact t-SNE: ~45 ms a step at 2000 words on one core, and it grows as N^2
+EXACT_MAX_WORDS = 2000  # exact t-SNE: ~45 ms a step at 2000 words on one core, and it grows as N^2
 ORDERS = ("frequency", "vocab")
-MAX_LABELS = 1000          # more labels than this cover a 13-inch picture; the rest stay unlabelled points
-CHECK_EVERY = 50           # iterations between progress lines (scikit-learn's verbose log has the same)
+MAX_LABELS = 1000  # more labels than this cover a 13-inch picture; the rest stay unlabelled points
+CHECK_EVERY = 50  # iterations between progress lines (scikit-learn's verbose log has the same)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,17 +59,24 @@ def _parse(argv) -> argparse.Namespace:
     p = _Parser(prog="pbexp-tsne", description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path, help="run directory holding the run's vocabulary file and checkpoints")
     p.add_argument("--words", type=int, default=100, help="embed N words (default 100)")
-    p.add_argument("--order", default="frequency",
-                   help="which N words: frequency (the most frequent in the training split, default) or vocab "
-                        "(the first N of the run's vocabulary file)")
-    p.add_argument("--impl", default="pbexp",
-                   help=f"pbexp (pbexp.ops.tsne, default) or sklearn: exact, at most {EXACT_MAX_WORDS} words; "
-                        "barnes-hut: scikit-learn's Barnes-Hut approximation, any N")
+    p.add_argument(
+        "--order",
+        default="frequency",
+        help="which N words: frequency (the most frequent in the training split, default) or vocab "
+        "(the first N of the run's vocabulary file)",
+    )
+    p.add_argument(
+        "--impl",
+        default="pbexp",
+        help=f"pbexp (pbexp.ops.tsne, default) or sklearn: exact, at most {EXACT_MAX_WORDS} words; "
+        "barnes-hut: scikit-learn's Barnes-Hut approximation, any N",
+    )
     p.add_argument("--perplexity", type=float, default=30.0, help="default 30, capped at (N - 1) / 3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-iter", type=int, default=1000, help="iteration cap, at least 250 (default 1000)")
-    p.add_argument("--out", type=Path, help="folder for the PNG and the projector's TensorBoard files "
-                                             "(default: the run dir)")
+    p.add_argument(
+        "--out", type=Path, help="folder for the PNG and the projector's TensorBoard files (default: the run dir)"
+    )
     return p.parse_args(argv)
 
 
@@ -87,7 +94,9 @@ def load_embeddings(run_dir: Path) -> tuple[list[str], np.ndarray, Path]:
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated / not a torch file / unsafe pickle: all "unusable checkpoint"
-        raise DataError(f"cannot load checkpoint {ckpt}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise DataError(
+            f"cannot load checkpoint {ckpt}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
     model = state.get("model") if isinstance(state, dict) else None
     if not isinstance(model, dict) or "embedding.weight" not in model:
         keys = sorted(model)[:8] if isinstance(model, dict) else sorted(state)[:8] if isinstance(state, dict) else []
@@ -109,21 +118,27 @@ def training_counts(run_dir: Path, words: list[str]) -> np.ndarray:
     config = run.config
     dataset = OmegaConf.load(config).get("dataset") if config.is_file() else None
     if dataset is None:
-        raise DataError(f"--order frequency counts words in the run's training data, named by the dataset in "
-                        f"{config}, which is missing; use --order vocab for {run.vocab.name}'s order")
+        raise DataError(
+            f"--order frequency counts words in the run's training data, named by the dataset in "
+            f"{config}, which is missing; use --order vocab for {run.vocab.name}'s order"
+        )
     try:
         data = instantiate(dataset, download=False)  # counting words is no reason to download a corpus
     except DataError as e:
-        raise DataError(f"--order frequency counts words in the run's training data: {e} Or use --order vocab.") from None
+        raise DataError(
+            f"--order frequency counts words in the run's training data: {e} Or use --order vocab."
+        ) from None
     if data.vocab.itos != words:
-        raise DataError(f"the training data named by {config} has another vocabulary than {run.vocab}; "
-                        "use --order vocab")
+        raise DataError(
+            f"the training data named by {config} has another vocabulary than {run.vocab}; use --order vocab"
+        )
     ids = data.train if data.task == "lm" else data.train_x[data.train_x != data.pad_idx]  # padding is no word
     return torch.bincount(ids.flatten(), minlength=len(words)).numpy()
 
 
-def run_tsne(X: np.ndarray, impl: str, perplexity: float, seed: int, max_iter: int,
-             progress: bool = False) -> tuple[np.ndarray, float, int, float]:
+def run_tsne(
+    X: np.ndarray, impl: str, perplexity: float, seed: int, max_iter: int, progress: bool = False
+) -> tuple[np.ndarray, float, int, float]:
     """(2-D embedding, final KL divergence, iterations, seconds) with the report's lr and
     exaggeration and PCA initialisation; the seconds cover the fit only, not the imports.
     With ``progress``, a line with the KL every CHECK_EVERY iterations (scikit-learn's own log
@@ -137,16 +152,32 @@ def run_tsne(X: np.ndarray, impl: str, perplexity: float, seed: int, max_iter: i
             phase = " (P exaggerated)" if exaggerating else ""
             print(f"  iteration {done}/{max_iter}: KL {kl:.4f}{phase}, {time.perf_counter() - t0:.1f} s", flush=True)
 
-        r = fit_tsne(X, perplexity=perplexity, learning_rate=LEARNING_RATE, early_exaggeration=EARLY_EXAGGERATION,
-                     max_iter=max_iter, init="pca", random_state=seed, check_every=CHECK_EVERY,
-                     progress=report if progress else None)
+        r = fit_tsne(
+            X,
+            perplexity=perplexity,
+            learning_rate=LEARNING_RATE,
+            early_exaggeration=EARLY_EXAGGERATION,
+            max_iter=max_iter,
+            init="pca",
+            random_state=seed,
+            check_every=CHECK_EVERY,
+            progress=report if progress else None,
+        )
         return r.embedding, r.kl_divergence, r.n_iter, time.perf_counter() - t0
     from sklearn.manifold import TSNE
 
     t0 = time.perf_counter()
-    t = TSNE(n_components=2, method="exact" if impl == "sklearn" else "barnes_hut", perplexity=perplexity,
-             learning_rate=LEARNING_RATE, early_exaggeration=EARLY_EXAGGERATION, max_iter=max_iter, init="pca",
-             random_state=seed, verbose=2 if progress else 0)
+    t = TSNE(
+        n_components=2,
+        method="exact" if impl == "sklearn" else "barnes_hut",
+        perplexity=perplexity,
+        learning_rate=LEARNING_RATE,
+        early_exaggeration=EARLY_EXAGGERATION,
+        max_iter=max_iter,
+        init="pca",
+        random_state=seed,
+        verbose=2 if progress else 0,
+    )
     Y = t.fit_transform(X)
     # sklearn's n_iter_ is the last 0-based index; +1 counts steps, as its own verbose log does
     return Y, float(t.kl_divergence_), int(t.n_iter_) + 1, time.perf_counter() - t0
@@ -154,8 +185,11 @@ def run_tsne(X: np.ndarray, impl: str, perplexity: float, seed: int, max_iter: i
 
 # Candidate label spots, in the order tried: offsets in points (far-out ones, with a leader line,
 # for dense clusters) times the 8 directions around the point.
-LABEL_SPOTS = [(radius, dx, dy) for radius in (4, 10, 18, 28, 40, 60, 85, 115, 150)
-               for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))]
+LABEL_SPOTS = [
+    (radius, dx, dy)
+    for radius in (4, 10, 18, 28, 40, 60, 85, 115, 150)
+    for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
+]
 MARKER_HALF = 3.0  # pixels: the box a marker keeps free of labels
 
 
@@ -221,8 +255,15 @@ def plot(Y: np.ndarray, words: list[str], path: Path, title: str) -> int:
     leaders = []  # (point, label anchor: the label's corner or edge facing the point), in pixels
     for i, spot in enumerate(choice):
         radius, dx, dy = LABEL_SPOTS[spot]
-        ax.annotate(words[i], Y[i], xytext=(dx * radius, dy * radius), textcoords="offset points", fontsize=8,
-                    ha={1: "left", -1: "right", 0: "center"}[dx], va={1: "bottom", -1: "top", 0: "center"}[dy])
+        ax.annotate(
+            words[i],
+            Y[i],
+            xytext=(dx * radius, dy * radius),
+            textcoords="offset points",
+            fontsize=8,
+            ha={1: "left", -1: "right", 0: "center"}[dx],
+            va={1: "bottom", -1: "top", 0: "center"}[dy],
+        )
         if radius > 4:  # moved away from its point: a leader line says whose label it is
             leaders += [pts[i], pts[i] + np.array([dx, dy]) * radius * fig.dpi / 72]
     # One collection for all leader lines: an annotation's own arrow is clipped to its text box
@@ -264,8 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is not None and args.out.exists() and not args.out.is_dir():
             raise ConfigError("--out", str(args.out), "a folder (this is a file)")
         if args.impl in EXACT_IMPLS and args.words > EXACT_MAX_WORDS:
-            raise ConfigError("--words", args.words, f"at most {EXACT_MAX_WORDS} with the exact --impl {args.impl} "
-                                                     "(its time and memory grow as N^2); --impl barnes-hut takes more")
+            raise ConfigError(
+                "--words",
+                args.words,
+                f"at most {EXACT_MAX_WORDS} with the exact --impl {args.impl} "
+                "(its time and memory grow as N^2); --impl barnes-hut takes more",
+            )
         words, emb, ckpt = load_embeddings(args.run_dir)
         n_max = min(len(words), emb.shape[0])
         if not MIN_WORDS <= args.words <= n_max:
@@ -283,16 +328,23 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{ckpt}: the embeddings of {which} contain NaN or inf")
         perplexity = min(args.perplexity, (n - 1) / 3)
 
-        print(f"t-SNE ({args.impl}) of {which} of {ckpt}: perplexity {perplexity:g}, "
-              f"learning rate {LEARNING_RATE:g}, early exaggeration {EARLY_EXAGGERATION:g}", flush=True)
+        print(
+            f"t-SNE ({args.impl}) of {which} of {ckpt}: perplexity {perplexity:g}, "
+            f"learning rate {LEARNING_RATE:g}, early exaggeration {EARLY_EXAGGERATION:g}",
+            flush=True,
+        )
         Y, kl, n_iter, secs = run_tsne(X, args.impl, perplexity, args.seed, args.max_iter, progress=True)
         print(f"KL divergence {kl:.6f} after {n_iter} iterations ({secs:.2f} s)")
 
         out = args.out or args.run_dir
         out.mkdir(parents=True, exist_ok=True)
         png = out / f"tsne_{args.impl}.png"
-        labelled = plot(Y, words, png, f"t-SNE ({args.impl}) of {which} — KL {kl:.4f}, {n_iter} iterations, "
-                                       f"perplexity {perplexity:g}")
+        labelled = plot(
+            Y,
+            words,
+            png,
+            f"t-SNE ({args.impl}) of {which} — KL {kl:.4f}, {n_iter} iterations, perplexity {perplexity:g}",
+        )
         print(f"wrote {png}" + (f" (labels on the first {labelled} of the {n} words)" if labelled < n else ""))
         tb = add_to_projector(out, X, words)
         print(f"embeddings added to the TensorBoard projector: tensorboard --logdir {tb} (PROJECTOR tab)")

@@ -53,8 +53,10 @@ def evaluate_run(source: str | Path, split: str = "test", overrides: list[str] =
     model_cfg.pretrained = None  # the checkpoint holds the trained embedding; nothing to load or train
     model = build_model(model_cfg, data.vocab, task.kind, **task.model_kwargs())
     if isinstance(model, SelfTrainedModel):
-        raise PbexpError(f"{type(model).__name__} trains itself and keeps its own files; pbexp-eval reads "
-                         "checkpoints of the models pbexp trains")
+        raise PbexpError(
+            f"{type(model).__name__} trains itself and keeps its own files; pbexp-eval reads "
+            "checkpoints of the models pbexp trains"
+        )
     weights, path = ckpt.weights_of(source)
     try:
         model.load_state_dict(weights)

@@ -21,7 +21,13 @@ from pathlib import Path
 from pbexp.files import write_atomic
 
 _RESULTS, _METRICS, _VOCAB, _TB, _CHECKPOINTS, _HYDRA = (
-    "results.json", "metrics.jsonl", "vocab.txt", "tb", "checkpoints", ".hydra")
+    "results.json",
+    "metrics.jsonl",
+    "vocab.txt",
+    "tb",
+    "checkpoints",
+    ".hydra",
+)
 _LAST, _BEST, _LOCK = "last.pt", "best.pt", ".pbexp.lock"
 
 

@@ -21,12 +21,14 @@ class Pruned(Exception):
 def storage_url(sweep_dir) -> str:
     """The study's default storage: SQLite in the sweep dir, so a rerun of the sweep continues it."""
     from pathlib import Path
+
     return f"sqlite:///{Path(sweep_dir).absolute() / 'optuna.db'}"
 
 
 def make_pruner(name: str, n_startup_trials: int):
     """The sweeper's and every job's pruner (a study loaded without one would get Optuna's default)."""
     import optuna
+
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials)
     return optuna.pruners.NopPruner()
@@ -37,6 +39,7 @@ def epoch_reporter_of_this_job():
     else None (a single run, another sweeper, or train() called outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
     try:
         hydra_cfg = HydraConfig.get()
     except ValueError:
@@ -52,8 +55,9 @@ def epoch_reporter(hydra_cfg):
     import optuna
 
     storage = sweeper.storage or storage_url(hydra_cfg.sweep.dir)
-    study = optuna.load_study(study_name=sweeper.study_name, storage=storage,
-                              pruner=make_pruner(sweeper.pruner, sweeper.n_startup_trials))
+    study = optuna.load_study(
+        study_name=sweeper.study_name, storage=storage, pruner=make_pruner(sweeper.pruner, sweeper.n_startup_trials)
+    )
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(hydra_cfg.job.num))
     trial = optuna.trial.Trial(study, trial_id)
 

@@ -47,13 +47,23 @@ def train(cfg: DictConfig, run_dir: str | Path | RunDir) -> dict:
     data = instantiate(cfg.dataset)
     task = build_task(data, cfg.trainer, device, world.rank, world.world_size)
     check_overrides_apply(cfg.model, task.kind, cli.hydra_overrides())
-    model = build_model(cfg.model, data.vocab, task.kind, data.training_sentences, cfg.seed,
-                        **task.model_kwargs()).to(device)
+    model = build_model(cfg.model, data.vocab, task.kind, data.training_sentences, cfg.seed, **task.model_kwargs()).to(
+        device
+    )
     if isinstance(model, SelfTrainedModel):  # e.g. the fastText library: its own loop, our metrics
         trainer = SelfTrainedTrainer(cfg.trainer, task, model, run_dir)
     else:
-        trainer = Trainer(cfg.trainer, task, model, run_dir, device, cfg.seed, is_main=world.is_main,
-                          ddp_model=distributed.wrap(model, world, device), on_epoch=search.epoch_reporter_of_this_job())
+        trainer = Trainer(
+            cfg.trainer,
+            task,
+            model,
+            run_dir,
+            device,
+            cfg.seed,
+            is_main=world.is_main,
+            ddp_model=distributed.wrap(model, world, device),
+            on_epoch=search.epoch_reporter_of_this_job(),
+        )
     resumed = trainer.resume()
     if not resumed:  # a resumed run has its own weights and statistics in its checkpoint
         if hasattr(model, "fit_statistics"):  # fixed statistics of the training split (NBSVM's)
@@ -67,24 +77,37 @@ def train(cfg: DictConfig, run_dir: str | Path | RunDir) -> dict:
             run_dir.clear_started()
         data.vocab.save(run_dir.vocab)
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    log.info("model %s: %.2fM parameters, device %s, run dir %s", type(model).__name__, n_params / 1e6, device,
-             run_dir.path)
+    log.info(
+        "model %s: %.2fM parameters, device %s, run dir %s", type(model).__name__, n_params / 1e6, device, run_dir.path
+    )
 
     logger = RunLogger(run_dir, purge_step=trainer.step + 1 if resumed else None, enabled=world.is_main)
     if not resumed:
         logger.describe(OmegaConf.to_yaml(cfg), task.metric_keys)
     start = time.time()
     record = trainer.run(logger)
-    results = {"status": "completed", "task": task.kind, "model": type(model).__name__, "params": n_params,
-               "monitor": f"valid/{task.monitor}", "overrides": cli.hydra_overrides(),
-               "wall_s": time.time() - start, **record}
+    results = {
+        "status": "completed",
+        "task": task.kind,
+        "model": type(model).__name__,
+        "params": n_params,
+        "monitor": f"valid/{task.monitor}",
+        "overrides": cli.hydra_overrides(),
+        "wall_s": time.time() - start,
+        **record,
+    }
     if world.is_main:
         run_dir.write_results(results)
-    logger.hparams(hparams_of(cfg, results["overrides"], cli.hydra_choices()),
-                   {k: v for k, v in results.items() if k.startswith(("valid/", "test/")) and isinstance(v, float)})
+    logger.hparams(
+        hparams_of(cfg, results["overrides"], cli.hydra_choices()),
+        {k: v for k, v in results.items() if k.startswith(("valid/", "test/")) and isinstance(v, float)},
+    )
     logger.close()
-    summary = " ".join(f"{k} {results[k]:.4g}" for k in results
-                       if k.startswith(("valid/", "test/")) and k.split("/")[1] in ("ppl", "acc", "f1"))
+    summary = " ".join(
+        f"{k} {results[k]:.4g}"
+        for k in results
+        if k.startswith(("valid/", "test/")) and k.split("/")[1] in ("ppl", "acc", "f1")
+    )
     log.info("done: %s -> %s", summary, run_dir.results)
     return results
 

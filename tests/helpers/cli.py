@@ -26,5 +26,11 @@ def free_port() -> int:
 
 def run_cli(args, cwd: Path, env=None, timeout: float = 240, module: str = "pbexp.train"):
     """Run ``python -m pbexp.train <args>`` for real; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env or cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

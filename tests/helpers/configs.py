@@ -13,9 +13,20 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("PBEXP_DATA_MIRROR") or REPO.parent / "shared" / "data")
 
 # A language model small enough to train in seconds on the tiny PTB (helpers.data.write_tiny_ptb).
-TINY_LM = ["model.emb_size=16", "model.hidden_size=16", "model.num_layers=1", "model.dropout=0.0",
-           "trainer.batch_size=4", "trainer.bptt=8", "trainer.eval_batch_size=4", "trainer.log_every=5",
-           "trainer.epochs=2", "trainer.lr=5", "trainer.checkpoint_every=0", "dataset.download=false"]
+TINY_LM = [
+    "model.emb_size=16",
+    "model.hidden_size=16",
+    "model.num_layers=1",
+    "model.dropout=0.0",
+    "trainer.batch_size=4",
+    "trainer.bptt=8",
+    "trainer.eval_batch_size=4",
+    "trainer.log_every=5",
+    "trainer.epochs=2",
+    "trainer.lr=5",
+    "trainer.checkpoint_every=0",
+    "dataset.download=false",
+]
 
 
 def compose_cfg(overrides=()):

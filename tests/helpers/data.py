@@ -16,9 +16,15 @@ import torch
 def write_tiny_ptb(folder: Path, seed: int = 0, lines=(300, 40, 40)) -> Path:
     """A PTB-format corpus from a tiny grammar (learnable: the next word is often predictable)."""
     rng = random.Random(seed)
-    subjects, verbs, objects = ["the cat", "a dog", "the man", "she"], ["sees", "eats", "likes"], ["fish", "the ball", "N apples"]
+    subjects, verbs, objects = (
+        ["the cat", "a dog", "the man", "she"],
+        ["sees", "eats", "likes"],
+        ["fish", "the ball", "N apples"],
+    )
+
     def sentence():
         return f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} <unk> ."
+
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in zip(("train", "valid", "test"), lines):
         (folder / f"ptb.{split}.txt").write_text("".join(f" {sentence()} \n" for _ in range(n)))
@@ -29,9 +35,14 @@ def read_ptb_reference(folder: Path) -> tuple[list[str], dict[str, torch.Tensor]
     """An independent read of ptb.{train,valid,test}.txt, as pytorch/examples' ``data.Corpus`` does it:
     each line's words plus ``<eos>``, the vocabulary in order of first appearance in train.
     Returns (itos, {split: LongTensor of ids}). (The files the tests use have no blank lines.)"""
-    words = {split: [w for line in (folder / f"ptb.{split}.txt").read_text(encoding="utf-8").splitlines()
-                     for w in line.split() + ["<eos>"]]
-             for split in ("train", "valid", "test")}
+    words = {
+        split: [
+            w
+            for line in (folder / f"ptb.{split}.txt").read_text(encoding="utf-8").splitlines()
+            for w in line.split() + ["<eos>"]
+        ]
+        for split in ("train", "valid", "test")
+    }
     stoi: dict[str, int] = {}
     for w in words["train"]:
         stoi.setdefault(w, len(stoi))
@@ -48,8 +59,9 @@ def tiny_reviews() -> dict[tuple[str, str], dict[int, tuple[int, str]]]:
     """(split, label) -> {id: (rating, text)}. Every train review has a word of its own (uniq_...),
     test reviews use 'zebra', a word no train review has."""
     return {
-        ("train", "pos"): {i: (7 + i % 4, f"Great film! uniq_train_pos_{i}<br /><br />{COUNT}")
-                           for i in range(N_TRAIN)},
+        ("train", "pos"): {
+            i: (7 + i % 4, f"Great film! uniq_train_pos_{i}<br /><br />{COUNT}") for i in range(N_TRAIN)
+        },
         ("train", "neg"): {i: (1 + i % 4, f"Bad film... uniq_train_neg_{i}<br />{COUNT}") for i in range(N_TRAIN)},
         ("test", "pos"): {i: (10, f"A great zebra film, one two {i}") for i in range(3)},
         ("test", "neg"): {0: (1, COUNT.title()), 1: (2, "bad"), 2: (4, "Bad zebra.")},

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -35,13 +35,13 @@ log = logging.getLogger("pbexp")
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.pbexp_optuna.optuna_sweeper.OptunaSweeper"
     direction: str = "minimize"  # minimize (perplexity) | maximize (accuracy)
-    n_trials: int = 20           # in all, counting those of earlier runs of the same sweep
-    n_jobs: int = 1              # trials launched together (with hydra/launcher=joblib)
-    seed: int = 0                # the TPE sampler's
+    n_trials: int = 20  # in all, counting those of earlier runs of the same sweep
+    n_jobs: int = 1  # trials launched together (with hydra/launcher=joblib)
+    seed: int = 0  # the TPE sampler's
     study_name: str = "pbexp"
-    storage: Optional[str] = None  # default: sqlite:///<sweep dir>/optuna.db
-    pruner: str = "median"       # median | none
-    n_startup_trials: int = 2    # trials before pruning starts
+    storage: str | None = None  # default: sqlite:///<sweep dir>/optuna.db
+    pruner: str = "median"  # median | none
+    n_startup_trials: int = 2  # trials before pruning starts
     params: dict = field(default_factory=dict)
 
 
@@ -51,6 +51,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="pbexp_optuna", node=Op
 def distribution(override: Override):
     """The Optuna distribution of one search-space override."""
     import optuna
+
     value = override.value()
     if isinstance(value, ChoiceSweep):
         return optuna.distributions.CategoricalDistribution(list(value.list))
@@ -73,8 +74,18 @@ def _optuna():
 
 
 class OptunaSweeper(Sweeper):
-    def __init__(self, direction: str, n_trials: int, n_jobs: int, seed: int, study_name: str,
-                 storage: Optional[str], pruner: str, n_startup_trials: int, params: dict) -> None:
+    def __init__(
+        self,
+        direction: str,
+        n_trials: int,
+        n_jobs: int,
+        seed: int,
+        study_name: str,
+        storage: str | None,
+        pruner: str,
+        n_startup_trials: int,
+        params: dict,
+    ) -> None:
         if direction not in ("minimize", "maximize"):
             raise ValueError(f"hydra.sweeper.direction={direction} is not allowed: minimize or maximize")
         if pruner not in ("median", "none"):
@@ -85,30 +96,44 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
+
         self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> Any:
         optuna = _optuna()
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         space = {o.get_key_element(): distribution(o) for o in overrides if o.is_sweep_override()}
-        fixed = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in overrides if not o.is_sweep_override()]
+        fixed = [
+            f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in overrides if not o.is_sweep_override()
+        ]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         pruner = make_pruner(self.pruner, self.n_startup_trials)
-        study = optuna.create_study(study_name=self.study_name, storage=self.storage or storage_url(sweep_dir),
-                                    direction=self.direction, sampler=optuna.samplers.TPESampler(seed=self.seed),
-                                    pruner=pruner, load_if_exists=True)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=self.storage or storage_url(sweep_dir),
+            direction=self.direction,
+            sampler=optuna.samplers.TPESampler(seed=self.seed),
+            pruner=pruner,
+            load_if_exists=True,
+        )
         for stale in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
             study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # its process died with the last run
             log.info("trial %d was running when the sweep stopped: marked failed", stale.number)
         finished = len(study.trials) - len(study.get_trials(states=[optuna.trial.TrialState.FAIL]))
         if finished:
-            log.info("study %s in %s: %d trial(s) already done, %d to go", self.study_name, sweep_dir, finished,
-                     max(0, self.n_trials - finished))
+            log.info(
+                "study %s in %s: %d trial(s) already done, %d to go",
+                self.study_name,
+                sweep_dir,
+                finished,
+                max(0, self.n_trials - finished),
+            )
         while finished < self.n_trials:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - finished))]
             # Trial N runs as job N (asked together, the numbers are consecutive): its run dir is <sweep>/N
@@ -123,7 +148,9 @@ class OptunaSweeper(Sweeper):
     @staticmethod
     def _tell(study, trial, result) -> None:
         import optuna
+
         from pbexp.rundir import RunDir
+
         value = result.return_value if result.status.name == "COMPLETED" else None
         if isinstance(value, float):
             study.tell(trial, value)
@@ -134,14 +161,22 @@ class OptunaSweeper(Sweeper):
 
     def _write_best(self, study, sweep_dir: Path) -> None:
         import optuna
+
         done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
         if not done:
             log.warning("no trial of study %s completed", self.study_name)
             return
         best = study.best_trial
-        info = {"number": best.number, "value": best.value, "params": best.params,
-                "run_dir": str(sweep_dir / str(best.number)), "direction": self.direction,
-                "trials": {s.name.lower(): len(study.get_trials(states=[s])) for s in optuna.trial.TrialState}}
+        info = {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "run_dir": str(sweep_dir / str(best.number)),
+            "direction": self.direction,
+            "trials": {s.name.lower(): len(study.get_trials(states=[s])) for s in optuna.trial.TrialState},
+        }
         OmegaConf.save(OmegaConf.create(info), sweep_dir / "optuna_best.yaml")
-        print(f"best trial {best.number}: value {best.value:.6g} with {best.params} -> {sweep_dir / str(best.number)}",
-              flush=True)
+        print(
+            f"best trial {best.number}: value {best.value:.6g} with {best.params} -> {sweep_dir / str(best.number)}",
+            flush=True,
+        )

@@ -128,8 +128,10 @@ def _read_archive(archive: Path) -> list[Review]:
                 parts = PurePosixPath(name).parts
                 # We never extract, but a member like this means the archive is not what it claims to be.
                 if name.startswith(("/", "\\")) or ".." in parts:
-                    raise DataError(f"{archive}: member {name!r} escapes the archive folder "
-                                    f"(absolute path or '..'); refusing to use this archive")
+                    raise DataError(
+                        f"{archive}: member {name!r} escapes the archive folder "
+                        f"(absolute path or '..'); refusing to use this archive"
+                    )
                 if not member.isfile() or parts[:1] != (FOLDER,):
                     continue
                 where = f"{archive}:{name}"
@@ -142,8 +144,10 @@ def _read_archive(archive: Path) -> list[Review]:
             while gz.read(1 << 20):
                 pass
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise DataError(f"{archive} is not a readable tar.gz archive (truncated or corrupt?): {e}. "
-                        f"Replace it with a good copy of {ARCHIVE} from {URL}") from e
+        raise DataError(
+            f"{archive} is not a readable tar.gz archive (truncated or corrupt?): {e}. "
+            f"Replace it with a good copy of {ARCHIVE} from {URL}"
+        ) from e
     return reviews
 
 
@@ -185,12 +189,23 @@ def _download(root: str | Path) -> Path:
 def _check_settings(max_len, max_vocab, min_freq, valid_fraction, split_seed, truncate, lowercase) -> None:
     check_int("dataset.max_len", max_len, 1, allowed="an integer >= 1 (tokens kept per review)")
     if max_vocab is not None:
-        check_int("dataset.max_vocab", max_vocab, len(SPECIALS) + 1,
-                  allowed=f"null (no limit) or an integer >= {len(SPECIALS) + 1} "
-                          f"(the size includes {' and '.join(SPECIALS)})")
+        check_int(
+            "dataset.max_vocab",
+            max_vocab,
+            len(SPECIALS) + 1,
+            allowed=f"null (no limit) or an integer >= {len(SPECIALS) + 1} "
+            f"(the size includes {' and '.join(SPECIALS)})",
+        )
     check_int("dataset.min_freq", min_freq, 1)
-    check_number("dataset.valid_fraction", valid_fraction, 0, 1, low_open=True, high_open=True,
-                 allowed="a number strictly between 0 and 1")
+    check_number(
+        "dataset.valid_fraction",
+        valid_fraction,
+        0,
+        1,
+        low_open=True,
+        high_open=True,
+        allowed="a number strictly between 0 and 1",
+    )
     check_int("dataset.split_seed", split_seed, 0)
     check_choice("dataset.truncate", truncate, TRUNCATE, allowed="one of head (keep the start), tail (keep the end)")
     check_bool("dataset.lowercase", lowercase)
@@ -200,8 +215,13 @@ def _fingerprint(source: Path) -> str:
     """Changes when the data changes: the archive, or every file in the review folders."""
     if source.is_file():
         return file_fingerprint(source)
-    files = [f"{split}/{label}/{name}" for split in SPLITS for label in CLASSES if (source / split / label).is_dir()
-             for name in sorted(os.listdir(source / split / label))]
+    files = [
+        f"{split}/{label}/{name}"
+        for split in SPLITS
+        for label in CLASSES
+        if (source / split / label).is_dir()
+        for name in sorted(os.listdir(source / split / label))
+    ]
     return tree_fingerprint(source, files)
 
 
@@ -223,9 +243,12 @@ def stratified_split(labels: list[int], valid_fraction: float, seed: int) -> tup
         members = np.flatnonzero(labels == c)
         n_valid = round(valid_fraction * len(members))
         if not 0 < n_valid < len(members):
-            raise ConfigError("dataset.valid_fraction", valid_fraction,
-                              f"a fraction that puts some of every class in both train and valid; of the "
-                              f"{len(members)} {CLASSES[c]!r} training reviews it would put {n_valid} in valid")
+            raise ConfigError(
+                "dataset.valid_fraction",
+                valid_fraction,
+                f"a fraction that puts some of every class in both train and valid; of the "
+                f"{len(members)} {CLASSES[c]!r} training reviews it would put {n_valid} in valid",
+            )
         valid.append(rng.permutation(members)[:n_valid])
     valid = np.sort(np.concatenate(valid))
     return np.setdiff1d(np.arange(len(labels)), valid), valid
@@ -238,8 +261,9 @@ def _build(source: Path, max_len, max_vocab, min_freq, valid_fraction, split_see
     train = [r for r in reviews if r.split == "train"]
     test = [r for r in reviews if r.split == "test"]
     if not train or not test:
-        raise DataError(f"{source} has {len(train)} train and {len(test)} test reviews; both splits are needed "
-                        f"({_LAYOUT})")
+        raise DataError(
+            f"{source} has {len(train)} train and {len(test)} test reviews; both splits are needed ({_LAYOUT})"
+        )
     train_idx, valid_idx = stratified_split([r.label for r in train], valid_fraction, split_seed)
 
     log.info("IMDB: tokenising %d reviews (%.1f s so far)", len(reviews), time.perf_counter() - t0)
@@ -250,28 +274,38 @@ def _build(source: Path, max_len, max_vocab, min_freq, valid_fraction, split_see
     def make_vocab(counts: Counter) -> Vocab:
         vocab = Vocab.from_counts(counts, SPECIALS, max_vocab, min_freq)
         if len(vocab) <= len(SPECIALS):
-            raise DataError(f"IMDB vocabulary from {len(train_idx)} training reviews in {source} is empty with "
-                            f"min_freq={min_freq}: no token occurs that often; lower dataset.min_freq")
+            raise DataError(
+                f"IMDB vocabulary from {len(train_idx)} training reviews in {source} is empty with "
+                f"min_freq={min_freq}: no token occurs that often; lower dataset.min_freq"
+            )
         return vocab
 
-    vocab, ids, lengths = tokenise_to_ids([r.text for r in reviews], counted, lowercase, max_len, truncate,
-                                          make_vocab)
-    log.info("IMDB: vocab %d words; tokens per review median %d, mean %.0f, %.0f%% longer than max_len=%d",
-             len(vocab), np.median(lengths), lengths.mean(), 100 * (lengths > max_len).mean(), max_len)
+    vocab, ids, lengths = tokenise_to_ids([r.text for r in reviews], counted, lowercase, max_len, truncate, make_vocab)
+    log.info(
+        "IMDB: vocab %d words; tokens per review median %d, mean %.0f, %.0f%% longer than max_len=%d",
+        len(vocab),
+        np.median(lengths),
+        lengths.mean(),
+        100 * (lengths > max_len).mean(),
+        max_len,
+    )
 
     ids = torch.from_numpy(ids)
     labels = torch.tensor([r.label for r in reviews], dtype=torch.int64)
     # clone: a saved view would drag the whole [train + test] storage into the cache file
     train_x, train_y = ids[: len(train)], labels[: len(train)]
-    test_x, test_y = ids[len(train):].clone(), labels[len(train):].clone()
+    test_x, test_y = ids[len(train) :].clone(), labels[len(train) :].clone()
     tri, vai = torch.from_numpy(train_idx), torch.from_numpy(valid_idx)
     payload = {
         "itos": vocab.itos,
         "classes": list(CLASSES),
         "max_len": max_len,
-        "train_x": train_x[tri], "train_y": train_y[tri],
-        "valid_x": train_x[vai], "valid_y": train_y[vai],
-        "test_x": test_x, "test_y": test_y,
+        "train_x": train_x[tri],
+        "train_y": train_y[tri],
+        "valid_x": train_x[vai],
+        "valid_y": train_y[vai],
+        "test_x": test_x,
+        "test_y": test_y,
     }
     log.info("IMDB: built tensors in %.1f s", time.perf_counter() - t0)
     return payload
@@ -298,8 +332,15 @@ def load_imdb(
     cached tensors; ``cache=False`` neither reads nor writes it. ``download=False`` fails
     at once when the data is not found instead of trying the network.
     """
-    settings = dict(max_len=max_len, max_vocab=max_vocab, min_freq=min_freq, valid_fraction=valid_fraction,
-                    split_seed=split_seed, truncate=truncate, lowercase=lowercase)
+    settings = dict(
+        max_len=max_len,
+        max_vocab=max_vocab,
+        min_freq=min_freq,
+        valid_fraction=valid_fraction,
+        split_seed=split_seed,
+        truncate=truncate,
+        lowercase=lowercase,
+    )
     _check_settings(**settings)
     check_bool("dataset.download", download)
 
@@ -317,5 +358,10 @@ def load_imdb(
 
     # ids are stored as int32 to halve the file; embeddings and losses want int64
     tensors = {f"{s}_{xy}": payload[f"{s}_{xy}"].long() for s in ("train", "valid", "test") for xy in "xy"}
-    return ClassificationData(vocab=Vocab(payload["itos"]), classes=list(payload["classes"]),
-                              max_len=payload["max_len"], pad_idx=PAD, **tensors)
+    return ClassificationData(
+        vocab=Vocab(payload["itos"]),
+        classes=list(payload["classes"]),
+        max_len=payload["max_len"],
+        pad_idx=PAD,
+        **tensors,
+    )

@@ -14,8 +14,8 @@ import os
 import shutil
 import tempfile
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pbexp.errors import DataError
 
@@ -47,7 +47,9 @@ def find(root: str | Path, subdir: str, names: Sequence[str]) -> Path | None:
     for i, d in enumerate(search_dirs(root, subdir)):
         if all((d / n).exists() for n in names):
             if i >= 2 and Path(root).exists():
-                log.warning("dataset.root=%s %s; using %s instead", root, _what_is_missing(Path(root), subdir, names), d)
+                log.warning(
+                    "dataset.root=%s %s; using %s instead", root, _what_is_missing(Path(root), subdir, names), d
+                )
             return d
     return None
 
@@ -90,7 +92,9 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 3
 def missing_error(dataset: str, root: str | Path, subdir: str, names: Sequence[str], extra: str = "") -> DataError:
     looked = ", ".join(str(d) for d in search_dirs(root, subdir))
     want = ", ".join(names)
-    msg = (f"{dataset} data not found: need {want} in one of [{looked}]. "
-           f"Put the files in {Path(root) / subdir}/ (or set dataset.root=<folder>, "
-           f"or {MIRROR_ENV}=<folder holding {subdir}/>).")
+    msg = (
+        f"{dataset} data not found: need {want} in one of [{looked}]. "
+        f"Put the files in {Path(root) / subdir}/ (or set dataset.root=<folder>, "
+        f"or {MIRROR_ENV}=<folder holding {subdir}/>)."
+    )
     return DataError(msg + (" " + extra if extra else ""))

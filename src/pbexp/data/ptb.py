@@ -18,9 +18,9 @@ import torch
 
 from pbexp.data import locate
 from pbexp.data.base import EOS, LMData
-from pbexp.files import write_atomic
 from pbexp.data.vocab import Vocab
 from pbexp.errors import DataError
+from pbexp.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,10 @@ def numericalise(lines: list[list[str]], vocab: Vocab, path: Path) -> torch.Tens
         for w in line:
             idx = vocab.stoi.get(w)
             if idx is None:
-                raise DataError(f"{path} line {n}: word {w!r} is not in the training vocabulary "
-                                "(PTB maps rare words to <unk>; is this the right file?)")
+                raise DataError(
+                    f"{path} line {n}: word {w!r} is not in the training vocabulary "
+                    "(PTB maps rare words to <unk>; is this the right file?)"
+                )
             ids.append(idx)
     return torch.tensor(ids, dtype=torch.long)
 
@@ -98,6 +100,9 @@ def load_ptb(root: str = "data", download: bool = True) -> LMData:
     lines = {split: read_lines(folder / name) for split, name in FILES.items()}
     vocab = build_vocab(lines["train"])
     tensors = {split: numericalise(lines[split], vocab, folder / FILES[split]) for split in FILES}
-    log.info("PTB: vocab %d, tokens train %d valid %d test %d", len(vocab),
-             *(len(tensors[s]) for s in ("train", "valid", "test")))
+    log.info(
+        "PTB: vocab %d, tokens train %d valid %d test %d",
+        len(vocab),
+        *(len(tensors[s]) for s in ("train", "valid", "test")),
+    )
     return LMData(vocab=vocab, **tensors)

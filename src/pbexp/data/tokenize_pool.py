@@ -60,8 +60,14 @@ def _workers() -> int:
     return max(1, min(cores, 8))
 
 
-def tokenise_to_ids(texts: list[str], counted: list[bool], lowercase: bool, max_len: int, truncate: str,
-                    make_vocab: Callable[[Counter], Vocab]) -> tuple[Vocab, np.ndarray, np.ndarray]:
+def tokenise_to_ids(
+    texts: list[str],
+    counted: list[bool],
+    lowercase: bool,
+    max_len: int,
+    truncate: str,
+    make_vocab: Callable[[Counter], Vocab],
+) -> tuple[Vocab, np.ndarray, np.ndarray]:
     """(vocabulary, [N, max_len] int32 ids, int64 token count of each text). ``make_vocab`` turns the token
     counts of the ``counted`` texts (the training split: never valid or test) into the vocabulary, whose
     first words must be :data:`SPECIALS`; an error it raises stops the workers and reaches the caller."""
@@ -73,8 +79,9 @@ def tokenise_to_ids(texts: list[str], counted: list[bool], lowercase: bool, max_
     try:
         for sl in chunks[1:]:  # this process does the first chunk itself
             here, there = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(there, texts[sl], counted[sl], lowercase, max_len, truncate),
-                            daemon=True)
+            p = ctx.Process(
+                target=_worker, args=(there, texts[sl], counted[sl], lowercase, max_len, truncate), daemon=True
+            )
             p.start()
             there.close()
             procs.append(p)

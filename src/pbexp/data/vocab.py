@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 class Vocab:
@@ -26,11 +26,12 @@ class Vocab:
     @classmethod
     def from_counts(
         cls, counts: Counter, specials: Iterable[str] = (), max_size: int | None = None, min_freq: int = 1
-    ) -> "Vocab":
+    ) -> Vocab:
         """Specials first, then words by descending count (ties broken alphabetically, so it is deterministic)."""
         vocab = cls(specials)
-        ranked = sorted((w for w, c in counts.items() if c >= min_freq and w not in vocab.stoi),
-                        key=lambda w: (-counts[w], w))
+        ranked = sorted(
+            (w for w, c in counts.items() if c >= min_freq and w not in vocab.stoi), key=lambda w: (-counts[w], w)
+        )
         if max_size is not None:
             ranked = ranked[: max(0, max_size - len(vocab))]
         for w in ranked:
@@ -50,5 +51,5 @@ class Vocab:
         Path(path).write_text("".join(w + "\n" for w in self.itos), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocab":
+    def load(cls, path: str | Path) -> Vocab:
         return cls(Path(path).read_text(encoding="utf-8").splitlines())

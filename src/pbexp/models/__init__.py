@@ -82,9 +82,14 @@ def model_config(model_cfg: DictConfig, kind: TaskKind) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in TRAINER_KEYS}
 
 
-def build_model(model_cfg: DictConfig, vocab: Vocab | None, kind: TaskKind = "lm",
-                training_sentences: Callable[[], list[torch.Tensor]] | None = None, seed: int = 0,
-                **task_kwargs: int) -> torch.nn.Module | SelfTrainedModel:
+def build_model(
+    model_cfg: DictConfig,
+    vocab: Vocab | None,
+    kind: TaskKind = "lm",
+    training_sentences: Callable[[], list[torch.Tensor]] | None = None,
+    seed: int = 0,
+    **task_kwargs: int,
+) -> torch.nn.Module | SelfTrainedModel:
     """Instantiate the model with the sizes the task knows (``task.model_kwargs()``: vocab size, classes, ...),
     then load pretrained embeddings if asked: a GloVe-format file, or ``word2vec`` (vectors trained on
     ``training_sentences()``, the training split only)."""
@@ -93,8 +98,11 @@ def build_model(model_cfg: DictConfig, vocab: Vocab | None, kind: TaskKind = "lm
     model = instantiate(cfg, **task_kwargs)
     if extra["pretrained"]:
         if not isinstance(getattr(model, "embedding", None), torch.nn.Embedding):
-            raise ConfigError("model.pretrained", extra["pretrained"],
-                              f"null: {type(model).__name__} has no word embedding to initialise")
+            raise ConfigError(
+                "model.pretrained",
+                extra["pretrained"],
+                f"null: {type(model).__name__} has no word embedding to initialise",
+            )
         path = extra["pretrained"]
         if path == word2vec.NAME:
             if training_sentences is None:

@@ -29,13 +29,19 @@ POOLINGS = ("max", "mean", "last")
 
 # ---------------------------------------------------------------- config checks
 
+
 def _check_task(vocab_size, num_classes, max_len, pad_idx) -> None:
     """What the dataset hands in (not model keys, but a bad dataset config should fail here, clearly)."""
     check_int("vocab_size", vocab_size)
     check_int("num_classes", num_classes)
     check_int("dataset.max_len", max_len)
-    check_int("pad_idx", pad_idx, 0, vocab_size - 1,
-              allowed=f"an integer in [0, {vocab_size - 1}] (an index into the vocabulary)")
+    check_int(
+        "pad_idx",
+        pad_idx,
+        0,
+        vocab_size - 1,
+        allowed=f"an integer in [0, {vocab_size - 1}] (an index into the vocabulary)",
+    )
 
 
 def _check_dropout(value) -> None:
@@ -56,27 +62,42 @@ def _report_seq_len(seq_len, max_len) -> int:
     review. None means all ``max_len``. More than the dataset provides is an error, not silent padding."""
     if seq_len is None:
         return max_len
-    check_int("model.seq_len", seq_len, 1, max_len,
-              allowed=f"an integer in [1, {max_len}] (at most dataset.max_len={max_len}, the words the data keeps)")
+    check_int(
+        "model.seq_len",
+        seq_len,
+        1,
+        max_len,
+        allowed=f"an integer in [1, {max_len}] (at most dataset.max_len={max_len}, the words the data keeps)",
+    )
     return seq_len
 
 
 def _check_report_conv(emb_size, channels, kernel_size, pooled: str) -> None:
     """The report's conv runs over the embedding axis, then max-pools by 2: ``pooled`` must stay >= 1."""
-    check_int("model.emb_size", emb_size, 2,
-              allowed="an integer >= 2 (the conv slides over it and max-pools by 2)")
+    check_int("model.emb_size", emb_size, 2, allowed="an integer >= 2 (the conv slides over it and max-pools by 2)")
     check_int("model.channels", channels)
-    check_int("model.kernel_size", kernel_size, 1, emb_size - 1,
-              allowed=f"an integer in [1, {emb_size - 1}] (the conv runs over the embedding axis; {pooled} "
-                      f"must be >= 1 with emb_size={emb_size})")
+    check_int(
+        "model.kernel_size",
+        kernel_size,
+        1,
+        emb_size - 1,
+        allowed=f"an integer in [1, {emb_size - 1}] (the conv runs over the embedding axis; {pooled} "
+        f"must be >= 1 with emb_size={emb_size})",
+    )
 
 
 def _check_ngrams(ngrams, max_len) -> None:
-    check_int("model.ngrams", ngrams, 1, max_len,
-              allowed=f"an integer in [1, {max_len}] (the longest word n-gram; 1 = words only)")
+    check_int(
+        "model.ngrams",
+        ngrams,
+        1,
+        max_len,
+        allowed=f"an integer in [1, {max_len}] (the longest word n-gram; 1 = words only)",
+    )
 
 
 # ---------------------------------------------------------------- shared pieces for the working models
+
 
 def _lengths(x: torch.Tensor, pad_idx: int) -> torch.Tensor:
     """Non-pad tokens per row, [B]. Right padding is the data contract, so this is also the end index."""
@@ -111,6 +132,7 @@ def _pool_time(out: torch.Tensor, lengths: torch.Tensor, h_n: torch.Tensor, how:
 
 # ---------------------------------------------------------------- the report's models, literally
 
+
 class ReportCNN(nn.Module):
     """Table 2 of the report: the words are the conv's *input channels*, the conv slides over the embedding.
 
@@ -124,8 +146,18 @@ class ReportCNN(nn.Module):
     there is none: fc2(fc1(.)) is one linear map, and the max-pool is the model's only nonlinearity.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 300,
-                 channels: int = 10, kernel_size: int = 10, hidden_size: int = 600, seq_len: int | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        pad_idx: int = 0,
+        emb_size: int = 300,
+        channels: int = 10,
+        kernel_size: int = 10,
+        hidden_size: int = 600,
+        seq_len: int | None = None,
+    ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         self.seq_len = max_len = _report_seq_len(seq_len, max_len)
@@ -139,7 +171,7 @@ class ReportCNN(nn.Module):
         self.fc2 = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.maxpool1(self.conv1(self.embedding(x[:, :self.seq_len])))  # [B, C, (E-k+1)//2]
+        h = self.maxpool1(self.conv1(self.embedding(x[:, : self.seq_len])))  # [B, C, (E-k+1)//2]
         return self.fc2(self.fc1(h.flatten(1)))  # no activation between: as in Table 2
 
 
@@ -154,8 +186,17 @@ class ReportGRU(nn.Module):
     and the decoder has a weight per position, so the model is not padding invariant (by design of the report).
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 300,
-                 hidden_size: int = 50, fc_size: int = 500, seq_len: int | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        pad_idx: int = 0,
+        emb_size: int = 300,
+        hidden_size: int = 50,
+        fc_size: int = 500,
+        seq_len: int | None = None,
+    ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         self.seq_len = max_len = _report_seq_len(seq_len, max_len)
@@ -169,7 +210,7 @@ class ReportGRU(nn.Module):
         self.decoder2 = nn.Linear(fc_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(self.embedding(x[:, :self.seq_len]))  # [B, L, H]
+        out, _ = self.rnn(self.embedding(x[:, : self.seq_len]))  # [B, L, H]
         return self.decoder2(torch.sigmoid(self.decoder1(out.flatten(1))))
 
 
@@ -185,9 +226,19 @@ class ReportCNNRNN(nn.Module):
     The sigmoid follows the report's RNN design; the printed module list shows no activations.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 300,
-                 channels: int = 50, kernel_size: int = 3, hidden_size: int = 50, fc_size: int = 500,
-                 seq_len: int | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        pad_idx: int = 0,
+        emb_size: int = 300,
+        channels: int = 50,
+        kernel_size: int = 3,
+        hidden_size: int = 50,
+        fc_size: int = 500,
+        seq_len: int | None = None,
+    ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         self.seq_len = max_len = _report_seq_len(seq_len, max_len)
@@ -204,12 +255,13 @@ class ReportCNNRNN(nn.Module):
         self.decoder2 = nn.Linear(fc_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.maxpool1(self.conv1(self.embedding(x[:, :self.seq_len])))  # [B, C, P]
+        h = self.maxpool1(self.conv1(self.embedding(x[:, : self.seq_len])))  # [B, C, P]
         out, _ = self.rnn(h)  # the C channels are the time steps: [B, C, H]
         return self.decoder2(torch.sigmoid(self.decoder1(out.flatten(1))))
 
 
 # ---------------------------------------------------------------- working models
+
 
 class CNNClassifier(nn.Module):
     """Kim (2014): filters of several widths slide over the words, ReLU, 1-max pooling over time, concat,
@@ -223,8 +275,17 @@ class CNNClassifier(nn.Module):
     The set of windows is then the same however many pads follow, so logits are padding invariant.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 128,
-                 widths=(3, 4, 5), filters: int = 100, dropout: float = 0.5):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        pad_idx: int = 0,
+        emb_size: int = 128,
+        widths=(3, 4, 5),
+        filters: int = 100,
+        dropout: float = 0.5,
+    ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         check_int("model.emb_size", emb_size)
@@ -259,9 +320,19 @@ class GRUClassifier(nn.Module):
     as one pad token.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 128,
-                 hidden_size: int = 64, num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.3,
-                 pooling: str = "max"):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        pad_idx: int = 0,
+        emb_size: int = 128,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.3,
+        pooling: str = "max",
+    ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         check_int("model.emb_size", emb_size)
@@ -269,8 +340,14 @@ class GRUClassifier(nn.Module):
         self.pad_idx, self.pooling, self.dirs = pad_idx, pooling, 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx)
         self.drop = nn.Dropout(dropout)
-        self.rnn = nn.GRU(emb_size, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional,
-                          dropout=dropout if num_layers > 1 else 0.0)  # between layers only
+        self.rnn = nn.GRU(
+            emb_size,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )  # between layers only
         self.fc = nn.Linear(self.dirs * hidden_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -290,25 +367,54 @@ class CNNRNNClassifier(nn.Module):
     Padding invariant, for the same reasons as ``CNNClassifier`` and ``GRUClassifier``.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 128,
-                 channels: int = 128, kernel_size: int = 5, pool: int = 4, hidden_size: int = 64,
-                 num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.3, pooling: str = "max"):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        pad_idx: int = 0,
+        emb_size: int = 128,
+        channels: int = 128,
+        kernel_size: int = 5,
+        pool: int = 4,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.3,
+        pooling: str = "max",
+    ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         check_int("model.emb_size", emb_size)
         check_int("model.channels", channels)
-        check_int("model.kernel_size", kernel_size, 1, max_len,
-                  allowed=f"an integer in [1, {max_len}] (a filter no wider than the input)")
-        check_int("model.pool", pool, 1, max_len,
-                  allowed=f"an integer in [1, {max_len}] (the max-pool factor over time, at most the input length)")
+        check_int(
+            "model.kernel_size",
+            kernel_size,
+            1,
+            max_len,
+            allowed=f"an integer in [1, {max_len}] (a filter no wider than the input)",
+        )
+        check_int(
+            "model.pool",
+            pool,
+            1,
+            max_len,
+            allowed=f"an integer in [1, {max_len}] (the max-pool factor over time, at most the input length)",
+        )
         _check_rnn(hidden_size, num_layers, bidirectional, dropout, pooling)
         self.pad_idx, self.kernel_size, self.pool = pad_idx, kernel_size, pool
         self.pooling, self.dirs = pooling, 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx)
         self.conv = nn.Conv1d(emb_size, channels, kernel_size)
         self.drop = nn.Dropout(dropout)
-        self.rnn = nn.GRU(channels, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional,
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = nn.GRU(
+            channels,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         self.fc = nn.Linear(self.dirs * hidden_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -354,8 +460,17 @@ class FastText(nn.Module):
     batch uses), as fastText's own SGD does: far faster, and it needs ``trainer.optimizer=sgd``.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, emb_size: int = 50,
-                 ngrams: int = 2, buckets: int = 500_000, sparse: bool = False):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        pad_idx: int = 0,
+        emb_size: int = 50,
+        ngrams: int = 2,
+        buckets: int = 500_000,
+        sparse: bool = False,
+    ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         check_int("model.emb_size", emb_size)
@@ -390,7 +505,6 @@ class FastText(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.bag(x))
-
 
 
 def ngram_keys(x: torch.Tensor, pad_idx: int, ngrams: int, vocab_size: int):
@@ -429,8 +543,18 @@ class NBSVM(nn.Module):
     valid 91.6 %, 0.2: 91.9-92.4 %, 0: 92.0-92.4 %; docs/RESULTS.md).
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, ngrams: int = 3,
-                 max_features: int = 1_000_000, alpha: float = 1.0, nb_weight: float = 0.0, scale: float = 10.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        pad_idx: int = 0,
+        ngrams: int = 3,
+        max_features: int = 1_000_000,
+        alpha: float = 1.0,
+        nb_weight: float = 0.0,
+        scale: float = 10.0,
+    ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
         _check_ngrams(ngrams, max_len)
@@ -455,20 +579,20 @@ class NBSVM(nn.Module):
         C = self.ratio.size(1)
         pairs = []  # (feature key, class) of each review's distinct features, as key * C + class
         for i in range(0, len(y), batch_size):
-            keys, first = ngram_keys(x[i:i + batch_size].cpu(), self.pad_idx, self.ngrams, self.vocab_size)
-            pairs.append((keys * C + y[i:i + batch_size, None].cpu())[first])
+            keys, first = ngram_keys(x[i : i + batch_size].cpu(), self.pad_idx, self.ngrams, self.vocab_size)
+            pairs.append((keys * C + y[i : i + batch_size, None].cpu())[first])
         pairs, reviews = torch.cat(pairs).unique(return_counts=True)
         keys, inverse = (pairs // C).unique(return_inverse=True)
         counts = torch.zeros(len(keys), C, dtype=torch.float64)  # reviews of class c containing the feature
         counts[inverse, pairs % C] = reviews.double()
-        kept = counts.sum(1).argsort(descending=True, stable=True)[:len(self.keys)].sort().values
+        kept = counts.sum(1).argsort(descending=True, stable=True)[: len(self.keys)].sort().values
         keys, counts = keys[kept], counts[kept]  # still sorted by key
         p = counts + self.alpha
         q = counts.sum(1, keepdim=True) - counts + self.alpha  # the other classes
         self.keys.fill_(self.NO_KEY)
         self.ratio.zero_()
-        self.keys[:len(keys)] = keys.to(self.keys.device)
-        self.ratio[:len(keys)] = ((p / p.sum(0)).log() - (q / q.sum(0)).log()).to(self.ratio)
+        self.keys[: len(keys)] = keys.to(self.keys.device)
+        self.ratio[: len(keys)] = ((p / p.sum(0)).log() - (q / q.sum(0)).log()).to(self.ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keys, first = ngram_keys(x, self.pad_idx, self.ngrams, self.vocab_size)

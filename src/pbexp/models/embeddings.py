@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -68,16 +68,29 @@ def load_pretrained(embedding: nn.Embedding, vocab: Vocab, path: str | Path, fre
     """
     vectors, dim = read_vectors(path, set(vocab.itos))
     if dim != embedding.embedding_dim:
-        raise ConfigError("model.pretrained", str(path),
-                          f"vectors of the model's emb_size ({embedding.embedding_dim}); this file has {dim}-d "
-                          f"vectors, so set model.emb_size={dim}")
+        raise ConfigError(
+            "model.pretrained",
+            str(path),
+            f"vectors of the model's emb_size ({embedding.embedding_dim}); this file has {dim}-d "
+            f"vectors, so set model.emb_size={dim}",
+        )
     with torch.no_grad():
         for word, vec in vectors.items():
             embedding.weight[vocab[word]] = vec
     embedding.weight.requires_grad_(not freeze)
     if not vectors:
-        log.warning("pretrained embeddings: none of the %d vocabulary words is in %s; the embedding keeps its "
-                    "random initialisation (a file for another language or casing?)", len(vocab), path)
-    log.info("pretrained embeddings: %d of %d vocabulary words found in %s (%.1f %%)%s", len(vectors), len(vocab),
-             path, 100 * len(vectors) / len(vocab), ", frozen" if freeze else "")
+        log.warning(
+            "pretrained embeddings: none of the %d vocabulary words is in %s; the embedding keeps its "
+            "random initialisation (a file for another language or casing?)",
+            len(vocab),
+            path,
+        )
+    log.info(
+        "pretrained embeddings: %d of %d vocabulary words found in %s (%.1f %%)%s",
+        len(vectors),
+        len(vocab),
+        path,
+        100 * len(vectors) / len(vocab),
+        ", frozen" if freeze else "",
+    )
     return len(vectors)

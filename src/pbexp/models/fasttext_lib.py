@@ -24,17 +24,46 @@ LOSSES = ("softmax", "hs", "ns")
 class FastTextLib(SelfTrainedModel):
     """Hyper-parameters are fastText's own (``dim``, ``epoch``, ``lr``, ``word_ngrams``, ``bucket``, ...)."""
 
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, dim: int = 50,
-                 epoch: int = 10, lr: float = 0.5, word_ngrams: int = 2, bucket: int = 2_000_000,
-                 min_count: int = 1, loss: str = "softmax", threads: int = 2, seed: int = 0):
-        for key, value in (("dim", dim), ("epoch", epoch), ("word_ngrams", word_ngrams), ("bucket", bucket),
-                           ("min_count", min_count), ("threads", threads)):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        pad_idx: int = 0,
+        dim: int = 50,
+        epoch: int = 10,
+        lr: float = 0.5,
+        word_ngrams: int = 2,
+        bucket: int = 2_000_000,
+        min_count: int = 1,
+        loss: str = "softmax",
+        threads: int = 2,
+        seed: int = 0,
+    ):
+        for key, value in (
+            ("dim", dim),
+            ("epoch", epoch),
+            ("word_ngrams", word_ngrams),
+            ("bucket", bucket),
+            ("min_count", min_count),
+            ("threads", threads),
+        ):
             check_int(f"model.{key}", value)
         check_number("model.lr", lr, 0, low_open=True)
         check_choice("model.loss", loss, LOSSES)
         super().__init__(num_classes, pad_idx)
-        self.params = dict(dim=dim, epoch=epoch, lr=lr, wordNgrams=word_ngrams, bucket=bucket, minCount=min_count,
-                           loss=loss, thread=threads, seed=seed, verbose=0)
+        self.params = dict(
+            dim=dim,
+            epoch=epoch,
+            lr=lr,
+            wordNgrams=word_ngrams,
+            bucket=bucket,
+            minCount=min_count,
+            loss=loss,
+            thread=threads,
+            seed=seed,
+            verbose=0,
+        )
         self.epochs = epoch
         self.ft = None
 
@@ -63,8 +92,10 @@ class FastTextLib(SelfTrainedModel):
                 if "NaN" not in str(e):
                     raise
                 lr = self.params["lr"]
-                raise Diverged(f"fastText: {e} The learning rate {lr:g} may be too high (try model.lr={lr / 4:g}); "
-                               "on very small data fastText also needs model.epoch >= 5") from e
+                raise Diverged(
+                    f"fastText: {e} The learning rate {lr:g} may be too high (try model.lr={lr / 4:g}); "
+                    "on very small data fastText also needs model.epoch >= 5"
+                ) from e
         finally:
             os.unlink(path)
         self.ft.save_model(str(self.artifact(run_dir, "fasttext.bin")))

@@ -24,17 +24,27 @@ class RNNLanguageModel(nn.Module):
     N(0, input_std^2)), or ``default`` (PyTorch's own initialisation of each module).
     """
 
-    def __init__(self, vocab_size: int, cell: str = "LSTM", emb_size: int = 200, hidden_size: int = 200,
-                 num_layers: int = 2, dropout: float = 0.2, tie_weights: bool = False, init: str = "uniform",
-                 init_range: float = 0.1, identity_scale: float = 1.0, input_std: float = 0.001):
+    def __init__(
+        self,
+        vocab_size: int,
+        cell: str = "LSTM",
+        emb_size: int = 200,
+        hidden_size: int = 200,
+        num_layers: int = 2,
+        dropout: float = 0.2,
+        tie_weights: bool = False,
+        init: str = "uniform",
+        init_range: float = 0.1,
+        identity_scale: float = 1.0,
+        input_std: float = 0.001,
+    ):
         super().__init__()
         check_lm_config(vocab_size, cell, emb_size, hidden_size, num_layers, dropout, tie_weights, init)
         self.cell, self.num_layers, self.hidden_size = cell, num_layers, hidden_size
         self.drop = nn.Dropout(dropout)
         self.embedding = nn.Embedding(vocab_size, emb_size)
         kwargs = {"nonlinearity": "tanh" if cell == "RNN_TANH" else "relu"} if cell.startswith("RNN_") else {}
-        self.rnn = CELLS[cell](emb_size, hidden_size, num_layers, dropout=dropout if num_layers > 1 else 0.0,
-                               **kwargs)
+        self.rnn = CELLS[cell](emb_size, hidden_size, num_layers, dropout=dropout if num_layers > 1 else 0.0, **kwargs)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         if init == "uniform":
             self._init_uniform(init_range)
@@ -73,11 +83,18 @@ def check_lm_config(vocab_size, cell, emb_size, hidden_size, num_layers, dropout
     """Raise ConfigError for values the model cannot be built with, before any tensor is made."""
     check_choice("model.cell", cell, sorted(CELLS))
     check_choice("model.init", init, INITS)
-    for key, value in (("model.emb_size", emb_size), ("model.hidden_size", hidden_size),
-                       ("model.num_layers", num_layers), ("vocab_size", vocab_size)):
+    for key, value in (
+        ("model.emb_size", emb_size),
+        ("model.hidden_size", hidden_size),
+        ("model.num_layers", num_layers),
+        ("vocab_size", vocab_size),
+    ):
         check_int(key, value)
     check_number("model.dropout", dropout, 0, 1, high_open=True)
     check_bool("model.tie_weights", tie_weights)
     if tie_weights and emb_size != hidden_size:
-        raise ConfigError("model.tie_weights", tie_weights,
-                          f"only with model.emb_size == model.hidden_size (got {emb_size} and {hidden_size})")
+        raise ConfigError(
+            "model.tie_weights",
+            tie_weights,
+            f"only with model.emb_size == model.hidden_size (got {emb_size} and {hidden_size})",
+        )

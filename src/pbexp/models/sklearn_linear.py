@@ -25,11 +25,23 @@ WEIGHTINGS = ("nb", "tfidf")
 
 
 class SklearnLinear(SelfTrainedModel):
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, pad_idx: int = 0, weighting: str = "nb",
-                 ngrams: int = 2, min_df: int = 1, C: float = 1.0, alpha: float = 1.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        pad_idx: int = 0,
+        weighting: str = "nb",
+        ngrams: int = 2,
+        min_df: int = 1,
+        C: float = 1.0,
+        alpha: float = 1.0,
+    ):
         check_choice("model.weighting", weighting, WEIGHTINGS)
         if weighting == "nb" and num_classes != 2:
-            raise ConfigError("model.weighting", weighting, f"tfidf: nb ratios need 2 classes, the data has {num_classes}")
+            raise ConfigError(
+                "model.weighting", weighting, f"tfidf: nb ratios need 2 classes, the data has {num_classes}"
+            )
         check_int("model.ngrams", ngrams)
         check_int("model.min_df", min_df)
         check_number("model.C", C, 0, low_open=True)
@@ -49,18 +61,28 @@ class SklearnLinear(SelfTrainedModel):
         self.itos = task.data.vocab.itos
         x, y = task.splits["train"]
         # The dataset already tokenised: a token is whatever lies between spaces, case kept.
-        common = dict(token_pattern=r"\S+", lowercase=False, ngram_range=(1, self.ngrams), min_df=self.min_df,
-                      dtype=np.float32)
-        self.vectorizer = (CountVectorizer(binary=True, **common) if self.weighting == "nb"
-                           else TfidfVectorizer(sublinear_tf=True, **common))
+        common = dict(
+            token_pattern=r"\S+", lowercase=False, ngram_range=(1, self.ngrams), min_df=self.min_df, dtype=np.float32
+        )
+        self.vectorizer = (
+            CountVectorizer(binary=True, **common)
+            if self.weighting == "nb"
+            else TfidfVectorizer(sublinear_tf=True, **common)
+        )
         features, labels = self.vectorizer.fit_transform(self.lines(x)), y.numpy()
         if self.weighting == "nb":
             p = np.asarray(features[labels == 1].sum(0)).ravel() + self.alpha
             q = np.asarray(features[labels == 0].sum(0)).ravel() + self.alpha
             self.ratio = (np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float32)
             features = features.multiply(self.ratio).tocsr()
-        log.info("scikit-learn: %s-weighted 1..%d-grams, %d features, LogisticRegression(C=%g) on %d examples",
-                 self.weighting, self.ngrams, features.shape[1], self.C, len(labels))
+        log.info(
+            "scikit-learn: %s-weighted 1..%d-grams, %d features, LogisticRegression(C=%g) on %d examples",
+            self.weighting,
+            self.ngrams,
+            features.shape[1],
+            self.C,
+            len(labels),
+        )
         # dual liblinear: the fast solver when features outnumber examples, as here
         self.classifier = LogisticRegression(C=self.C, solver="liblinear", dual=True, max_iter=1000)
         self.classifier.fit(features, labels)

@@ -45,15 +45,23 @@ def word2vec_file(sentences: list[torch.Tensor], vocab: Vocab, dim: int, seed: i
     except ImportError as e:
         raise PbexpError("model.pretrained=word2vec needs gensim: pip install 'pbexp[word2vec]'") from e
     words = [[vocab.itos[i] for i in s.tolist()] for s in sentences]
-    log.info("word2vec: training %d-d skip-gram vectors on %d training sentences (%d tokens) ...", dim, len(words),
-             sum(map(len, words)))
+    log.info(
+        "word2vec: training %d-d skip-gram vectors on %d training sentences (%d tokens) ...",
+        dim,
+        len(words),
+        sum(map(len, words)),
+    )
     t0 = time.perf_counter()
     logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO is a progress line a second
     # One worker and a fixed string hash (gensim seeds each word's initial vector with Python's salted
     # hash()): the same corpus and seed give the same vectors in every process.
     model = Word2Vec(words, vector_size=dim, seed=seed, workers=1, hashfxn=_stable_hash, **SETTINGS)
     # atomic: a concurrent run sees no file or the whole file
-    write_atomic(path, "".join(word + " " + " ".join(f"{v:.6f}" for v in model.wv[word].tolist()) + "\n"
-                               for word in model.wv.index_to_key))
+    write_atomic(
+        path,
+        "".join(
+            word + " " + " ".join(f"{v:.6f}" for v in model.wv[word].tolist()) + "\n" for word in model.wv.index_to_key
+        ),
+    )
     log.info("word2vec: %d vectors in %.0f s -> %s", len(model.wv), time.perf_counter() - t0, path)
     return path

@@ -49,7 +49,9 @@ class BatchNormFunction(torch.autograd.Function):
         if training:
             m = x.numel() // x.shape[1]
             if m < 2:
-                raise ValueError(f"batch_norm needs more than 1 value per feature when training, got input shape {list(x.shape)}")
+                raise ValueError(
+                    f"batch_norm needs more than 1 value per feature when training, got input shape {list(x.shape)}"
+                )
             mu = x.mean(dim=dims)
             var = ((x - _feature_view(mu, x)) ** 2).mean(dim=dims)
             if running_mean is not None:
@@ -101,7 +103,9 @@ def batch_norm(
     """
     if x.dim() not in (2, 3):
         raise ValueError(f"batch_norm expects [N, C] or [N, C, L] input, got shape {list(x.shape)}")
-    return BatchNormFunction.apply(x, gamma, beta, running_mean, running_var, bool(training), float(momentum), float(eps))
+    return BatchNormFunction.apply(
+        x, gamma, beta, running_mean, running_var, bool(training), float(momentum), float(eps)
+    )
 
 
 class BatchNorm1d(nn.Module):
@@ -117,8 +121,9 @@ class BatchNorm1d(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features, **factory))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                          self.training, self.momentum, self.eps)
+        return batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.training, self.momentum, self.eps
+        )
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

@@ -39,7 +39,8 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) 
         raise ConfigError("kernel", kernel, f"at most the padded input size W1 + 2p = {size + 2 * padding}")
     if span % stride:
         raise ConfigError(
-            "stride", stride,
+            "stride",
+            stride,
             f"a divisor of W1 - k + 2p = {size} - {kernel} + 2*{padding} = {span}, "
             f"so that W2 = (W1 - k + 2p)/s + 1 is a whole number",
         )
@@ -52,8 +53,10 @@ def _as_batch(x: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         return x[None, None], k[None, None], True
     if x.dim() == 4 and k.dim() == 4:
         return x, k, False
-    raise ValueError(f"expected [H, W] with a [kH, kW] kernel or [N, C, H, W] with [O, C, kH, kW], "
-                     f"got {list(x.shape)} and {list(k.shape)}")
+    raise ValueError(
+        f"expected [H, W] with a [kH, kW] kernel or [N, C, H, W] with [O, C, kH, kW], "
+        f"got {list(x.shape)} and {list(k.shape)}"
+    )
 
 
 def _correlate(x: torch.Tensor, k: torch.Tensor, stride: int) -> torch.Tensor:
@@ -64,7 +67,7 @@ def _correlate(x: torch.Tensor, k: torch.Tensor, stride: int) -> torch.Tensor:
     out = x.new_zeros(x.shape[0], k.shape[0], h2, w2)
     for a in range(kh):
         for b in range(kw):
-            patch = x[:, :, a: a + stride * (h2 - 1) + 1: stride, b: b + stride * (w2 - 1) + 1: stride]
+            patch = x[:, :, a : a + stride * (h2 - 1) + 1 : stride, b : b + stride * (w2 - 1) + 1 : stride]
             out = out + torch.einsum("nchw,oc->nohw", patch, k[:, :, a, b])
     return out
 
@@ -90,7 +93,9 @@ def conv2d(input: torch.Tensor, kernel: torch.Tensor, stride: int = 1, padding: 
     return y[0, 0] if single else y
 
 
-def conv2d_input_grad(grad_output: torch.Tensor, kernel: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
+def conv2d_input_grad(
+    grad_output: torch.Tensor, kernel: torch.Tensor, stride: int = 1, padding: int = 0
+) -> torch.Tensor:
     """dE/dx = full cross-correlation of the stride-dilated G with the 180-degree-rotated kernel.
 
     "Full" means G is zero-padded by k - 1 on every side, so every input pixel sees every kernel
@@ -107,7 +112,9 @@ def conv2d_input_grad(grad_output: torch.Tensor, kernel: torch.Tensor, stride: i
     return dx[0, 0] if single else dx
 
 
-def conv2d_kernel_grad(input: torch.Tensor, grad_output: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
+def conv2d_kernel_grad(
+    input: torch.Tensor, grad_output: torch.Tensor, stride: int = 1, padding: int = 0
+) -> torch.Tensor:
     """dE/dK[a, b] = sum_{i,j} G[i, j] x_pad[s*i + a, s*j + b]: valid cross-correlation of x with dilated G.
 
     For batches the sum also runs over N: the batch axis plays the role of the channel axis,

@@ -34,8 +34,8 @@ the map again from its collapsed shape, as scikit-learn's run does after the sam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def conditional_affinities(D: np.ndarray, perplexity: float, tol: float = 1e-5, 
         todo = np.abs(diff) > tol
         if not todo.any():
             break
-        up = todo & (diff > 0)     # too flat -> sharpen: larger beta
+        up = todo & (diff > 0)  # too flat -> sharpen: larger beta
         down = todo & (diff < 0)
         lo[up] = beta[up]
         beta[up] = np.where(np.isinf(hi[up]), beta[up] * 2.0, (beta[up] + hi[up]) / 2.0)
@@ -117,8 +117,8 @@ def kl_gradient(P: np.ndarray, Y: np.ndarray) -> np.ndarray:
 @dataclass
 class TSNEResult:
     embedding: np.ndarray  # [n, n_components]
-    kl_divergence: float   # KL(P || Q) of the final embedding, without exaggeration
-    n_iter: int            # gradient steps taken
+    kl_divergence: float  # KL(P || Q) of the final embedding, without exaggeration
+    n_iter: int  # gradient steps taken
 
 
 def initial_embedding(X: np.ndarray, n_components: int, init: str | np.ndarray, random_state: int) -> np.ndarray:

@@ -11,5 +11,18 @@ from pbexp.report.published import load_published
 from pbexp.report.runs import ReportError, Run, collect_runs, load_run
 from pbexp.report.tables import TABLES, Table, build_table, detect_table
 
-__all__ = ["TABLES", "ReportError", "Run", "Table", "build_table", "collect_runs", "detect_table",
-           "distinguishing_overrides", "load_published", "load_run", "logged_curve", "main", "plot_curves"]
+__all__ = [
+    "TABLES",
+    "ReportError",
+    "Run",
+    "Table",
+    "build_table",
+    "collect_runs",
+    "detect_table",
+    "distinguishing_overrides",
+    "load_published",
+    "load_run",
+    "logged_curve",
+    "main",
+    "plot_curves",
+]

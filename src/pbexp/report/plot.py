@@ -19,14 +19,18 @@ def logged_curve(run: Run, tag: str) -> list[tuple[int, float]]:
     step written again after a resume keeps its last value."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.util import tensor_util
+
     points = {}
     for f in RunDir(run.path).tb_events():
         try:
             for event in EventFileLoader(str(f)).Load():
                 for v in event.summary.value:
                     if v.tag == tag:  # the loader hands scalars over as 0-d tensors
-                        points[event.step] = float(tensor_util.make_ndarray(v.tensor)) \
-                            if v.WhichOneof("value") == "tensor" else v.simple_value
+                        points[event.step] = (
+                            float(tensor_util.make_ndarray(v.tensor))
+                            if v.WhichOneof("value") == "tensor"
+                            else v.simple_value
+                        )
         except Exception:  # noqa: BLE001 - a truncated event file still gives the points before the cut
             continue
     return sorted(points.items())
@@ -36,6 +40,7 @@ def plot_curves(runs: list[Run], path: Path) -> None:
     """Learning curves over optimiser steps, one colour per run: the training ppl as logged (dashed, LM)
     and the validation ppl (LM) or accuracy (classifiers) after each epoch (solid, dots)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -52,8 +57,9 @@ def plot_curves(runs: list[Run], path: Path) -> None:
     for run in with_curves:
         label = (labels[run.label] or run.label) + ("" if run.completed else " (failed)")
         steps = [m.get("step", m["epoch"]) for m in run.metrics]
-        (line,) = ax.plot(steps, [m.get("valid/ppl" if lm else "valid/acc") for m in run.metrics], marker="o",
-                          label=label)
+        (line,) = ax.plot(
+            steps, [m.get("valid/ppl" if lm else "valid/acc") for m in run.metrics], marker="o", label=label
+        )
         if lm:
             train = logged_curve(run, "train/ppl")
             ax.plot([s for s, _ in train], [v for _, v in train], "--", color=line.get_color(), alpha=0.7)

@@ -24,8 +24,12 @@ def cell(value) -> str:
 
 
 def to_markdown(table: Table, title: str, notes: list[str], references: list[str]) -> str:
-    lines = [f"**{title}**", "", "| " + " | ".join(table.columns) + " |",
-             "| " + " | ".join("---" for _ in table.columns) + " |"]
+    lines = [
+        f"**{title}**",
+        "",
+        "| " + " | ".join(table.columns) + " |",
+        "| " + " | ".join("---" for _ in table.columns) + " |",
+    ]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in table.columns) + " |" for row in table.rows]
     if notes:
         lines += ["", *notes]

@@ -23,11 +23,11 @@ class Run:
     """One run directory, read once: results, config, overrides and per-epoch metrics."""
 
     path: Path
-    label: str                      # how rows name it: "<sweep dir>/<job>" or "<run dir>"
+    label: str  # how rows name it: "<sweep dir>/<job>" or "<run dir>"
     results: dict
-    config: dict                    # .hydra/config.yaml, {} if absent
+    config: dict  # .hydra/config.yaml, {} if absent
     overrides: list[str]
-    metrics: list[dict]             # the epoch records, one per epoch
+    metrics: list[dict]  # the epoch records, one per epoch
     choices: dict = field(default_factory=dict)  # .hydra/hydra.yaml runtime.choices (config group -> name)
 
     @property
@@ -40,7 +40,7 @@ class Run:
         if self.completed:
             return "completed"
         error = " ".join(str(self.results.get("error") or f"status {self.results.get('status')!r}").split())
-        return "failed: " + (error if len(error) <= ERROR_CHARS else error[:ERROR_CHARS - 1] + "…")
+        return "failed: " + (error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "…")
 
     def result(self, key: str):
         """A number from the results record, None for failed runs (their leftovers are not results)."""
@@ -100,9 +100,15 @@ def load_run(path: Path, label: str) -> Run:
         overrides = read_yaml(run_dir.overrides)
     hydra_cfg = read_yaml(run_dir.hydra_config) or {}
     choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
-    return Run(path=path, label=label, results=results, config=config if isinstance(config, dict) else {},
-               overrides=[str(o) for o in overrides] if isinstance(overrides, list) else [],
-               metrics=run_dir.read_metrics(), choices=choices if isinstance(choices, dict) else {})
+    return Run(
+        path=path,
+        label=label,
+        results=results,
+        config=config if isinstance(config, dict) else {},
+        overrides=[str(o) for o in overrides] if isinstance(overrides, list) else [],
+        metrics=run_dir.read_metrics(),
+        choices=choices if isinstance(choices, dict) else {},
+    )
 
 
 def job_order(path: Path):
@@ -122,7 +128,9 @@ def collect_runs(dirs: list[Path]) -> list[Run]:
         jobs = sorted((p for p in d.iterdir() if p.is_dir() and RunDir.is_run(p)), key=job_order)
         if not jobs:
             layout = RunDir(d)
-            raise ReportError(f"no runs found in {d} (a run dir holds {layout.results.name} or {layout.hydra.name}/; "
-                              f"a sweep, such folders)")
+            raise ReportError(
+                f"no runs found in {d} (a run dir holds {layout.results.name} or {layout.hydra.name}/; "
+                f"a sweep, such folders)"
+            )
         runs.extend(load_run(job, f"{d.resolve().name}/{job.name}") for job in jobs)
     return runs

@@ -14,11 +14,25 @@ TABLES = ("rnn_types", "embedding_size", "hidden_units", "pretrained", "layers",
 RNN_TYPES = ("LSTM", "GRU", "RNN-tanh", "RNN-ReLU", "IRNN")  # the report's row order, then IRNN
 CELL_NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN-tanh", "RNN_RELU": "RNN-ReLU"}
 # model=<name> -> (cell, init), for runs whose .hydra/config.yaml is gone.
-LM_MODELS = {"lstm": ("LSTM", None), "gru": ("GRU", None), "rnn_tanh": ("RNN_TANH", None),
-             "rnn_relu": ("RNN_RELU", None), "irnn": ("RNN_RELU", "identity")}
+LM_MODELS = {
+    "lstm": ("LSTM", None),
+    "gru": ("GRU", None),
+    "rnn_tanh": ("RNN_TANH", None),
+    "rnn_relu": ("RNN_RELU", None),
+    "irnn": ("RNN_RELU", "identity"),
+}
 TRAINED, PRETRAINED = "trained LSTM", "pretrained (GloVe)"
-GENERIC_METRICS = ("train/ppl", "valid/ppl", "test/ppl", "valid/acc", "test/acc", "test/precision", "test/recall",
-                   "test/f1", "perf/epoch_s")
+GENERIC_METRICS = (
+    "train/ppl",
+    "valid/ppl",
+    "test/ppl",
+    "valid/acc",
+    "test/acc",
+    "test/precision",
+    "test/recall",
+    "test/f1",
+    "perf/epoch_s",
+)
 
 # ---------------------------------------------------------------------------------------------
 # Row keys and cell values, from one run
@@ -62,6 +76,7 @@ def int_setting(key: str) -> Callable[[Run], object]:
     def get(run: Run):
         value = run.setting(key)
         return int(value) if is_number(value) else value
+
     return get
 
 
@@ -85,18 +100,41 @@ class Spec:
 
 
 SPECS = {
-    "rnn_types": Spec("Problem 6 - RNN types (PTB)", "lm", "RNN type", rnn_type,
-                      {"Train ppl": result_of("train/ppl"), "Valid ppl": result_of("valid/ppl"),
-                       "Test ppl": result_of("test/ppl")}),
-    "embedding_size": Spec("Problem 6 - Embedding size (PTB)", "lm", "Embedding size", int_setting("model.emb_size"),
-                           {"Train ppl": result_of("train/ppl")}),
-    "hidden_units": Spec("Problem 6 - Hidden units (PTB)", "lm", "Hidden units", int_setting("model.hidden_size"),
-                         {"Train ppl": result_of("train/ppl"), "Time per epoch (s)": epoch_seconds}),
-    "layers": Spec("Problem 6 - Layers (PTB)", "lm", "Layers", int_setting("model.num_layers"),
-                   {"Test ppl": result_of("test/ppl")}),
-    "imdb_models": Spec("Problem 5.3 - IMDB models", "clf", "Model", model_name,
-                        {"Precision": result_of("test/precision"), "Recall": result_of("test/recall"),
-                         "Accuracy": result_of("test/acc")}),
+    "rnn_types": Spec(
+        "Problem 6 - RNN types (PTB)",
+        "lm",
+        "RNN type",
+        rnn_type,
+        {"Train ppl": result_of("train/ppl"), "Valid ppl": result_of("valid/ppl"), "Test ppl": result_of("test/ppl")},
+    ),
+    "embedding_size": Spec(
+        "Problem 6 - Embedding size (PTB)",
+        "lm",
+        "Embedding size",
+        int_setting("model.emb_size"),
+        {"Train ppl": result_of("train/ppl")},
+    ),
+    "hidden_units": Spec(
+        "Problem 6 - Hidden units (PTB)",
+        "lm",
+        "Hidden units",
+        int_setting("model.hidden_size"),
+        {"Train ppl": result_of("train/ppl"), "Time per epoch (s)": epoch_seconds},
+    ),
+    "layers": Spec(
+        "Problem 6 - Layers (PTB)", "lm", "Layers", int_setting("model.num_layers"), {"Test ppl": result_of("test/ppl")}
+    ),
+    "imdb_models": Spec(
+        "Problem 5.3 - IMDB models",
+        "clf",
+        "Model",
+        model_name,
+        {
+            "Precision": result_of("test/precision"),
+            "Recall": result_of("test/recall"),
+            "Accuracy": result_of("test/acc"),
+        },
+    ),
 }
 
 
@@ -104,10 +142,10 @@ SPECS = {
 class Table:
     name: str
     title: str
-    key: str                        # the column whose value matches a published row
+    key: str  # the column whose value matches a published row
     columns: list[str]
     rows: list[dict]
-    compared: dict                  # our column -> the published column it is compared with
+    compared: dict  # our column -> the published column it is compared with
     task: str | None = None
 
 
@@ -135,8 +173,10 @@ def check_fits(name: str, runs: list[Run]) -> None:
     """Refuse a table meant for the other task, or one whose row key a completed run lacks."""
     other = other_task_run(name, runs)
     if other is not None:
-        raise ReportError(f"table {name} is for {table_task(name)} runs, but {other.label} is a {other.task} run "
-                          f"(try --table generic or --table auto)")
+        raise ReportError(
+            f"table {name} is for {table_task(name)} runs, but {other.label} is a {other.task} run "
+            f"(try --table generic or --table auto)"
+        )
     spec = SPECS.get(name)
     for run in runs if spec else []:
         if run.completed and spec.key_of(run) is None:
@@ -172,17 +212,39 @@ def pretrained_table(runs: list[Run]) -> Table:
             row[header] = value if isinstance(value, (int, float)) else None
         rows.append(row)
     rows.append({"Epoch": "status", **{h: run.status_text for h, run in zip(headers, ordered)}})
-    return Table("pretrained", "Problem 6 - Trained vs pretrained embeddings, train ppl per epoch (PTB)", "Epoch",
-                 ["Epoch", *headers], rows, dict(zip(headers, arms)), "lm")
+    return Table(
+        "pretrained",
+        "Problem 6 - Trained vs pretrained embeddings, train ppl per epoch (PTB)",
+        "Epoch",
+        ["Epoch", *headers],
+        rows,
+        dict(zip(headers, arms)),
+        "lm",
+    )
 
 
 def generic_table(runs: list[Run]) -> Table:
     metrics = [k for k in GENERIC_METRICS if any(r.result(k) is not None for r in runs)]
-    rows = [{"Run": r.label, "Overrides": " ".join(r.overrides), "Task": r.task,
-             **{k: r.result(k) for k in metrics}, "Status": r.status_text} for r in runs]
+    rows = [
+        {
+            "Run": r.label,
+            "Overrides": " ".join(r.overrides),
+            "Task": r.task,
+            **{k: r.result(k) for k in metrics},
+            "Status": r.status_text,
+        }
+        for r in runs
+    ]
     tasks = {r.task for r in runs} - {None}
-    return Table("generic", "Runs", "Run", ["Run", "Overrides", "Task", *metrics, "Status"], rows, {},
-                 tasks.pop() if len(tasks) == 1 else None)
+    return Table(
+        "generic",
+        "Runs",
+        "Run",
+        ["Run", "Overrides", "Task", *metrics, "Status"],
+        rows,
+        {},
+        tasks.pop() if len(tasks) == 1 else None,
+    )
 
 
 def build_table(name: str, runs: list[Run]) -> Table:
@@ -224,9 +286,13 @@ def experiment_names(dirs: list[Path], runs: list[Run]) -> set[str]:
 
 
 # The LM tables and the row key each varies.
-LM_KEYS = {"rnn_types": rnn_type, "embedding_size": SPECS["embedding_size"].key_of,
-           "hidden_units": SPECS["hidden_units"].key_of, "layers": SPECS["layers"].key_of,
-           "pretrained": pretrained_arm}
+LM_KEYS = {
+    "rnn_types": rnn_type,
+    "embedding_size": SPECS["embedding_size"].key_of,
+    "hidden_units": SPECS["hidden_units"].key_of,
+    "layers": SPECS["layers"].key_of,
+    "pretrained": pretrained_arm,
+}
 
 
 def names_each_run(key_of: Callable[[Run], object], runs: list[Run]) -> bool:

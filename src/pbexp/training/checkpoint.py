@@ -1,7 +1,8 @@
 """Checkpoints: written atomically (temp file + rename), read with ``weights_only=True``.
 
 A corrupt or truncated resume checkpoint is not fatal: the previous good one is kept beside it as
-``<name>.prev.pt`` and read instead, with a warning. When neither loads, the run stops with an error and touches nothing.
+``<name>.prev.pt`` and read instead, with a warning. When neither loads, the run stops with an error and
+touches nothing.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def load_latest(path: str | Path, map_location="cpu"):
             tried.append(f"{candidate.name}: {unreadable_reason(e)}")
             log.warning("checkpoint %s is unreadable (%s); trying the previous one", candidate, unreadable_reason(e))
     if tried:
-        raise DataError(f"no readable checkpoint in {path.parent} ({'; '.join(tried)}); nothing was changed. "
-                        f"Move that folder away to start the run over")
+        raise DataError(
+            f"no readable checkpoint in {path.parent} ({'; '.join(tried)}); nothing was changed. "
+            f"Move that folder away to start the run over"
+        )
     return None
 
 
@@ -113,6 +116,9 @@ def warm_start(model: torch.nn.Module, source: str | Path) -> None:
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        raise ConfigError("trainer.init_from", source, "a checkpoint of a model with this run's shapes "
-                                                       f"({str(e).splitlines()[0][:160]})") from None
+        raise ConfigError(
+            "trainer.init_from",
+            source,
+            f"a checkpoint of a model with this run's shapes ({str(e).splitlines()[0][:160]})",
+        ) from None
     log.info("warm start: weights from %s", path)

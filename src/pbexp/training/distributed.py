@@ -31,8 +31,9 @@ class World:
 
 def from_env() -> World:
     """The process's place, from torchrun's environment variables (a single process without them)."""
-    return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                 int(os.environ.get("LOCAL_RANK", 0)))
+    return World(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
 
 
 def init(world: World, device: torch.device) -> torch.device:
@@ -65,6 +66,7 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn
     if not world.distributed:
         return model
     from torch.nn.parallel import DistributedDataParallel
+
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

@@ -33,8 +33,13 @@ class RunLogger:
         if not self.enabled:
             return
         self.tb.add_text("config", "```yaml\n" + config_yaml + "```", 0)
-        self.tb.add_custom_scalars({"train vs valid": {
-            key: ["Multiline", [f"train/{key}", f"valid/{key}", f"test/{key}"]] for key in metric_keys}})
+        self.tb.add_custom_scalars(
+            {
+                "train vs valid": {
+                    key: ["Multiline", [f"train/{key}", f"valid/{key}", f"test/{key}"]] for key in metric_keys
+                }
+            }
+        )
 
     def scalars(self, prefix: str, metrics: dict, step: int) -> None:
         if not self.enabled:
@@ -81,6 +86,7 @@ class Progress:
         if sys.stderr.isatty():
             from tqdm import tqdm
             from tqdm.contrib.logging import logging_redirect_tqdm
+
             self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
             self._redirect = logging_redirect_tqdm()  # log lines above the bar, not onto its line
             self._redirect.__enter__()
@@ -105,8 +111,10 @@ class Progress:
 
 def confusion_figure(matrix, classes):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(3, 3))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes)
@@ -123,9 +131,11 @@ def confusion_figure(matrix, classes):
 def hparams_of(cfg, overrides: list[str], choices: dict) -> dict:
     """The HPARAMS entry: one key set for every run of a sweep, the common knobs plus whatever the sweep
     overrides. ``choices`` are the config group options picked (model=gru); outside Hydra, the class names."""
-    params = {"model": choices.get("model") or str(cfg.model.get("_target_")).rsplit(".", 1)[-1],
-              "dataset": choices.get("dataset") or str(cfg.dataset.get("_target_")).rsplit(".", 1)[-1],
-              "seed": cfg.seed}
+    params = {
+        "model": choices.get("model") or str(cfg.model.get("_target_")).rsplit(".", 1)[-1],
+        "dataset": choices.get("dataset") or str(cfg.dataset.get("_target_")).rsplit(".", 1)[-1],
+        "seed": cfg.seed,
+    }
     for key in ("optimizer", "lr", "batch_size", "epochs", "clip", "schedule"):
         params[f"trainer.{key}"] = cfg.trainer[key]
     for o in overrides:

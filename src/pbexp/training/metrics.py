@@ -17,11 +17,16 @@ def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:
     """Accuracy, macro precision/recall/F1, the same per class, and the confusion matrix."""
     # imported here: scikit-learn costs ~1.6 s at start-up, and language-model runs never need it
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     labels = list(range(len(classes)))
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    out = {"acc": float(accuracy_score(y_true, y_pred)),
-           "precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f.mean())}
+    out = {
+        "acc": float(accuracy_score(y_true, y_pred)),
+        "precision": float(p.mean()),
+        "recall": float(r.mean()),
+        "f1": float(f.mean()),
+    }
     for i, name in enumerate(classes):
         out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = float(p[i]), float(r[i]), float(f[i])
     out["confusion"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()

@@ -21,11 +21,15 @@ class SelfTrainedTrainer:
     def __init__(self, cfg, task: Task, model, run_dir: RunDir):
         for key in LOOP_BUDGETS:
             if cfg[key]:
-                raise ConfigError(f"trainer.{key}", cfg[key], "0: this model trains itself in its own loop "
-                                                               "(set its length with its own keys, e.g. model.epoch)")
+                raise ConfigError(
+                    f"trainer.{key}",
+                    cfg[key],
+                    "0: this model trains itself in its own loop (set its length with its own keys, e.g. model.epoch)",
+                )
         if cfg.init_from:
-            raise ConfigError("trainer.init_from", cfg.init_from,
-                              f"null: {type(model).__name__} trains itself from scratch")
+            raise ConfigError(
+                "trainer.init_from", cfg.init_from, f"null: {type(model).__name__} trains itself from scratch"
+            )
         if cfg.num_threads:
             model.set_threads(cfg.num_threads)
         self.task, self.model, self.run_dir = task, model, RunDir(run_dir)
@@ -42,9 +46,13 @@ class SelfTrainedTrainer:
         valid = task.evaluate(model, "valid")
         ckpt.save_atomic({"model": {}, "epoch": 1, "valid": valid}, self.run_dir.best)
         speed = len(task.splits["train"][1]) * model.epochs / seconds
-        record = {"epoch": model.epochs, "step": 0, **{f"valid/{k}": v for k, v in valid.items()
-                                                     if not isinstance(v, list)},
-                  "perf/epoch_s": seconds, f"perf/{task.unit}_per_s": speed}
+        record = {
+            "epoch": model.epochs,
+            "step": 0,
+            **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
+            "perf/epoch_s": seconds,
+            f"perf/{task.unit}_per_s": speed,
+        }
         logger.scalars("valid", valid, 0)
         logger.scalars("perf", {"epoch_s": seconds, f"{task.unit}_per_s": speed}, 0)
         logger.epoch_line(record)

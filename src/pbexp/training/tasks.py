@@ -22,10 +22,10 @@ class Task(Protocol):
     """What the trainer, the evaluator and a self-training model need from a kind of run. A new kind of
     dataset (``data.task`` = its name) is a class with these members, registered in ``TASKS``."""
 
-    kind: str                # "lm" | "clf": the dataset's data.task, and the key models.build_model reads
-    unit: str                # what a step counts ("tokens", "examples"): perf/<unit>_per_s
-    monitor: str             # the valid metric that picks the best checkpoint...
-    monitor_mode: str        # ...and whether lower ("min") or higher ("max") is better
+    kind: str  # "lm" | "clf": the dataset's data.task, and the key models.build_model reads
+    unit: str  # what a step counts ("tokens", "examples"): perf/<unit>_per_s
+    monitor: str  # the valid metric that picks the best checkpoint...
+    monitor_mode: str  # ...and whether lower ("min") or higher ("max") is better
     metric_keys: tuple[str, ...]  # the metrics drawn as train-vs-valid charts in TensorBoard
 
     def model_kwargs(self) -> dict: ...
@@ -51,16 +51,26 @@ def batchify(stream: torch.Tensor, batch_size: int) -> torch.Tensor:
 def check_lm_sizes(data: LMData, batch_size: int, bptt: int, eval_batch_size: int) -> None:
     """Sizes the data cannot fill fail here, not as a many-GB allocation after the model is built."""
     from pbexp.errors import ConfigError
-    for key, size, split in (("batch_size", batch_size, "train"), ("eval_batch_size", eval_batch_size, "valid"),
-                             ("eval_batch_size", eval_batch_size, "test")):
+
+    for key, size, split in (
+        ("batch_size", batch_size, "train"),
+        ("eval_batch_size", eval_batch_size, "valid"),
+        ("eval_batch_size", eval_batch_size, "test"),
+    ):
         tokens = getattr(data, split).numel()
         if size > tokens // 2:  # each column needs an input and a next-token target
-            raise ConfigError(f"trainer.{key}", size, f"at most {tokens // 2} (the {split} split has {tokens} "
-                                                      "tokens; each batch column needs two or more)")
+            raise ConfigError(
+                f"trainer.{key}",
+                size,
+                f"at most {tokens // 2} (the {split} split has {tokens} tokens; each batch column needs two or more)",
+            )
     rows = data.train.numel() // batch_size
     if bptt > rows - 1:
-        raise ConfigError("trainer.bptt", bptt, f"at most {rows - 1}: each of the {batch_size} batch columns "
-                                                f"holds {rows} training tokens")
+        raise ConfigError(
+            "trainer.bptt",
+            bptt,
+            f"at most {rows - 1}: each of the {batch_size} batch columns holds {rows} training tokens",
+        )
 
 
 def detach_hidden(h):
@@ -78,17 +88,26 @@ class LMTask:
 
     @classmethod
     def from_config(cls, data: LMData, trainer_cfg, device, rank: int = 0, world_size: int = 1) -> LMTask:
-        return cls(data, trainer_cfg.batch_size, trainer_cfg.bptt, trainer_cfg.eval_batch_size, device, rank,
-                   world_size)
+        return cls(
+            data, trainer_cfg.batch_size, trainer_cfg.bptt, trainer_cfg.eval_batch_size, device, rank, world_size
+        )
 
-    def __init__(self, data: LMData, batch_size: int, bptt: int, eval_batch_size: int = 10,
-                 device="cpu", rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        data: LMData,
+        batch_size: int,
+        bptt: int,
+        eval_batch_size: int = 10,
+        device="cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.data, self.bptt, self.device = data, bptt, torch.device(device)
         check_lm_sizes(data, batch_size, bptt, eval_batch_size)
         train = batchify(data.train, batch_size)
         # Data parallel: each rank takes its own slice of the batch columns.
         per_rank = batch_size // world_size
-        self.train = train[:, rank * per_rank:(rank + 1) * per_rank].contiguous().to(self.device)
+        self.train = train[:, rank * per_rank : (rank + 1) * per_rank].contiguous().to(self.device)
         self.eval = {s: batchify(getattr(data, s), eval_batch_size).to(self.device) for s in ("valid", "test")}
         self.hidden = None
 
@@ -102,7 +121,7 @@ class LMTask:
         """(x, y) windows of ``bptt`` rows, y shifted by one token; the last window may be shorter."""
         for i in range(start * self.bptt, source.size(0) - 1, self.bptt):
             n = min(self.bptt, source.size(0) - 1 - i)
-            yield source[i:i + n], source[i + 1:i + 1 + n]
+            yield source[i : i + n], source[i + 1 : i + 1 + n]
 
     def start_epoch(self, model, epoch: int, seed: int) -> None:
         self.hidden = model.init_hidden(self.train.size(1), self.device)
@@ -159,22 +178,35 @@ class ClassificationTask:
     metric_keys = ("loss", "acc", "f1")
 
     @classmethod
-    def from_config(cls, data: ClassificationData, trainer_cfg, device, rank: int = 0,
-                    world_size: int = 1) -> ClassificationTask:
+    def from_config(
+        cls, data: ClassificationData, trainer_cfg, device, rank: int = 0, world_size: int = 1
+    ) -> ClassificationTask:
         return cls(data, trainer_cfg.batch_size, trainer_cfg.eval_batch_size, device, rank, world_size)
 
-    def __init__(self, data: ClassificationData, batch_size: int, eval_batch_size: int = 256,
-                 device="cpu", rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        data: ClassificationData,
+        batch_size: int,
+        eval_batch_size: int = 256,
+        device="cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         # batch_size is the global batch: each of world_size processes takes its share.
         self.data, self.batch_size, self.eval_batch_size = data, batch_size // world_size, eval_batch_size
         self.device, self.rank, self.world_size = torch.device(device), rank, world_size
         pin = self.device.type == "cuda"
-        self.splits = {s: tuple(t.pin_memory() if pin else t for t in data.split(s))
-                       for s in ("train", "valid", "test")}
+        self.splits = {
+            s: tuple(t.pin_memory() if pin else t for t in data.split(s)) for s in ("train", "valid", "test")
+        }
 
     def model_kwargs(self) -> dict:
-        return {"vocab_size": len(self.data.vocab), "num_classes": len(self.data.classes),
-                "max_len": self.data.max_len, "pad_idx": self.data.pad_idx}
+        return {
+            "vocab_size": len(self.data.vocab),
+            "num_classes": len(self.data.classes),
+            "max_len": self.data.max_len,
+            "pad_idx": self.data.pad_idx,
+        }
 
     def num_batches(self) -> int:
         n = len(self.splits["train"][1]) // self.world_size
@@ -188,7 +220,7 @@ class ClassificationTask:
         per_rank = len(perm) // self.world_size
         # Interleaved like DistributedSampler: step k of all ranks together covers the same examples
         # as step k of one process with the whole batch.
-        return perm[self.rank::self.world_size][:per_rank]
+        return perm[self.rank :: self.world_size][:per_rank]
 
     def start_epoch(self, model, epoch: int, seed: int) -> None:
         pass
@@ -198,7 +230,7 @@ class ClassificationTask:
         idx = self.order(epoch, seed)
         nb = self.device.type == "cuda"
         for i in range(start * self.batch_size, len(idx), self.batch_size):
-            j = idx[i:i + self.batch_size]
+            j = idx[i : i + self.batch_size]
             yield x[j].to(self.device, non_blocking=nb), y[j].to(self.device, non_blocking=nb)
 
     def train_loss(self, model, batch) -> tuple[torch.Tensor, int]:
@@ -217,7 +249,7 @@ class ClassificationTask:
         x, y = self.splits[split]
         preds, total = [], 0.0
         for i in range(0, len(y), self.eval_batch_size):
-            xb, yb = x[i:i + self.eval_batch_size].to(self.device), y[i:i + self.eval_batch_size].to(self.device)
+            xb, yb = x[i : i + self.eval_batch_size].to(self.device), y[i : i + self.eval_batch_size].to(self.device)
             logits = model(xb)
             total += F.cross_entropy(logits, yb, reduction="sum").item()
             preds.append(logits.argmax(-1).cpu())

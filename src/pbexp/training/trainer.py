@@ -22,8 +22,7 @@ from torch import nn
 from pbexp.errors import ConfigError, Diverged, PbexpError
 from pbexp.rundir import RunDir
 from pbexp.training import checkpoint as ckpt
-from pbexp.training import distributed
-from pbexp.training import faults
+from pbexp.training import distributed, faults
 from pbexp.training.logger import Progress, RunLogger
 from pbexp.training.tasks import Task
 
@@ -41,8 +40,7 @@ def cpu_has_bf16() -> bool:
 # The optimisers trainer.optimizer names (config.validate checks against these keys). Adagrad takes sparse
 # gradients too: the usual choice for bags of embeddings.
 OPTIMIZERS = {
-    "sgd": lambda cfg, params: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                               weight_decay=cfg.weight_decay),
+    "sgd": lambda cfg, params: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
     "adam": lambda cfg, params: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
     "adamw": lambda cfg, params: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
     "adagrad": lambda cfg, params: torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
@@ -59,13 +57,15 @@ def _zaremba_factor(epoch: int, decay_start: int, decay: float) -> float:
 
 
 def _plateau(cfg, optimizer):
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / cfg.lr_factor,
-                                                      patience=0, threshold=0.0)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=1.0 / cfg.lr_factor, patience=0, threshold=0.0
+    )
 
 
 def _zaremba(cfg, optimizer):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_zaremba_factor, decay_start=cfg.decay_start,
-                                                                decay=cfg.lr_decay))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(_zaremba_factor, decay_start=cfg.decay_start, decay=cfg.lr_decay)
+    )
 
 
 # The schedules trainer.schedule names (config.validate checks against these keys).
@@ -79,25 +79,42 @@ def make_scheduler(cfg, optimizer):
 
 
 class Trainer:
-    def __init__(self, cfg, task: Task, model: nn.Module, run_dir: RunDir, device: torch.device, seed: int,
-                 is_main: bool = True, ddp_model: nn.Module | None = None, on_epoch=None):
+    def __init__(
+        self,
+        cfg,
+        task: Task,
+        model: nn.Module,
+        run_dir: RunDir,
+        device: torch.device,
+        seed: int,
+        is_main: bool = True,
+        ddp_model: nn.Module | None = None,
+        on_epoch=None,
+    ):
         self.cfg, self.task, self.model, self.run_dir = cfg, task, model, RunDir(run_dir)
         self.net = ddp_model or model  # what the forward pass goes through (DDP wrapper or the model)
         if getattr(cfg, "compile", False):
             import torch._dynamo
+
             torch._dynamo.config.allow_rnn = True  # without it torch.compile skips nn.LSTM/GRU entirely
             self.net = torch.compile(self.net)
         self.device, self.seed, self.is_main = device, seed, is_main
         self.bf16 = cfg.amp == "bf16"
         if self.bf16 and device.type == "cpu" and not cpu_has_bf16():
-            log.warning("trainer.amp=bf16: this CPU has no native bf16 (oneDNN reports none), where bf16 "
-                        "autocast measured ~10x slower and fails in oneDNN's LSTM; training in fp32 instead")
+            log.warning(
+                "trainer.amp=bf16: this CPU has no native bf16 (oneDNN reports none), where bf16 "
+                "autocast measured ~10x slower and fails in oneDNN's LSTM; training in fp32 instead"
+            )
             self.bf16 = False
         self.params = [p for p in model.parameters() if p.requires_grad]
-        if cfg.optimizer.lower() not in ("sgd", "adagrad") and any(getattr(m, "sparse", False)
-                                                                  for m in model.modules()):
-            raise ConfigError("trainer.optimizer", cfg.optimizer, "sgd or adagrad: the model has sparse embeddings "
-                              "(model.sparse=true), which only those update")
+        if cfg.optimizer.lower() not in ("sgd", "adagrad") and any(
+            getattr(m, "sparse", False) for m in model.modules()
+        ):
+            raise ConfigError(
+                "trainer.optimizer",
+                cfg.optimizer,
+                "sgd or adagrad: the model has sparse embeddings (model.sparse=true), which only those update",
+            )
         # A model that trains itself (models/fasttext_lib.py) has no parameters for us to optimise.
         self.optimizer = make_optimizer(cfg, self.params) if self.params else None
         self.scheduler = make_scheduler(cfg, self.optimizer) if self.params else None
@@ -120,21 +137,31 @@ class Trainer:
     # ---- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best,
-            "epochs_since_best": self.epochs_since_best, "best_valid": self.best_valid,
-            "epoch_loss": self.epoch_loss, "epoch_count": self.epoch_count, "epoch_time": self.epoch_time,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "best": self.best,
+            "epochs_since_best": self.epochs_since_best,
+            "best_valid": self.best_valid,
+            "epoch_loss": self.epoch_loss,
+            "epoch_count": self.epoch_count,
+            "epoch_time": self.epoch_time,
             "time_done": self.time_done,
-            "task": self.task.state_dict(), "rng": ckpt.rng_state(),
+            "task": self.task.state_dict(),
+            "rng": ckpt.rng_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as e:
-            raise PbexpError(f"checkpoint in {self.run_dir.checkpoints} was made by a model of a different shape; "
-                             f"use a new run directory or the original model settings ({str(e).splitlines()[0]})")
+            raise PbexpError(
+                f"checkpoint in {self.run_dir.checkpoints} was made by a model of a different shape; "
+                f"use a new run directory or the original model settings ({str(e).splitlines()[0]})"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -156,8 +183,13 @@ class Trainer:
         if state is None:
             return False
         self.load_state_dict(state)
-        log.info("resuming from %s: epoch %d, batch %d, step %d", self.run_dir.last, self.epoch,
-                 self.batch_in_epoch, self.step)
+        log.info(
+            "resuming from %s: epoch %d, batch %d, step %d",
+            self.run_dir.last,
+            self.epoch,
+            self.batch_in_epoch,
+            self.step,
+        )
         return True
 
     def save_last(self) -> None:
@@ -183,8 +215,13 @@ class Trainer:
             if self.stop_requested:
                 break
         if self.stopped_early and self.is_main:
-            log.info("early stop after epoch %d: valid %s has not improved for %d epochs (best %.4g)", self.epoch - 1,
-                     self.task.monitor, self.epochs_since_best, self.best)
+            log.info(
+                "early stop after epoch %d: valid %s has not improved for %d epochs (best %.4g)",
+                self.epoch - 1,
+                self.task.monitor,
+                self.epochs_since_best,
+                self.best,
+            )
         return record
 
     @property
@@ -213,8 +250,14 @@ class Trainer:
         if pace is None:
             return None
         epochs_left = cfg.epochs - self.epoch if cfg.epochs else None
-        left = [] if epochs_left is None else [
-            (batches_per_epoch - done + epochs_left * batches_per_epoch) * pace + (epochs_left + 1) * self.valid_seconds]
+        left = (
+            []
+            if epochs_left is None
+            else [
+                (batches_per_epoch - done + epochs_left * batches_per_epoch) * pace
+                + (epochs_left + 1) * self.valid_seconds
+            ]
+        )
         if cfg.max_steps:
             left.append((cfg.max_steps - self.step) * pace + self.valid_seconds)
         if cfg.max_minutes:
@@ -268,9 +311,11 @@ class Trainer:
                 mean = loss_sum.item() / count  # the one host sync, every log_every steps
                 info = task.summarise(mean * count, count)
                 if not all(math.isfinite(v) for v in info.values()):  # NaN/inf loss, or ppl beyond exp(700)
-                    raise Diverged(f"training loss became {mean} at step {self.step} (epoch {self.epoch}); "
-                                   f"the learning rate {self.lr:g} is probably too high: try trainer.lr="
-                                   f"{self.lr / 4:g}")
+                    raise Diverged(
+                        f"training loss became {mean} at step {self.step} (epoch {self.epoch}); "
+                        f"the learning rate {self.lr:g} is probably too high: try trainer.lr="
+                        f"{self.lr / 4:g}"
+                    )
                 now = time.perf_counter()
                 speed = count / (now - t_log)
                 if self.is_main:
@@ -278,8 +323,10 @@ class Trainer:
                     logger.scalars("opt", {"lr": self.lr, "grad_norm": float(grad_norm)}, self.step)
                     logger.scalars("perf", {f"{task.unit}_per_s": speed}, self.step)
                     eta = self.run_eta(total)
-                    progress.update(self.batch_in_epoch, {**info, f"{task.unit}/s": round(speed),
-                                                          **({"run ETA": format_seconds(eta)} if eta else {})})
+                    progress.update(
+                        self.batch_in_epoch,
+                        {**info, f"{task.unit}/s": round(speed), **({"run ETA": format_seconds(eta)} if eta else {})},
+                    )
                 loss_sum.zero_()
                 count, t_log = 0, now
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
@@ -303,15 +350,22 @@ class Trainer:
         valid = self.evaluate("valid")
         self.valid_seconds = time.perf_counter() - t_valid
         if not all(math.isfinite(m.get(k, 0.0)) for m in (train, valid) for k in ("loss", "ppl")):
-            raise Diverged(f"validation loss is {valid['loss']:g} after epoch {self.epoch}; the learning rate "
-                           f"{self.lr:g} is probably too high: try trainer.lr={self.lr / 4:g}")
+            raise Diverged(
+                f"validation loss is {valid['loss']:g} after epoch {self.epoch}; the learning rate "
+                f"{self.lr:g} is probably too high: try trainer.lr={self.lr / 4:g}"
+            )
         monitored = valid[task.monitor]
         better = self.best is None or (monitored < self.best if task.monitor_mode == "min" else monitored > self.best)
-        record = {"epoch": self.epoch, "step": self.step, "lr": self.lr,
-                  **{f"train/{k}": v for k, v in train.items()}, f"train/{task.unit}": count,
-                  **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
-                  "perf/epoch_s": self.epoch_time,
-                  f"perf/{task.unit}_per_s": count / max(self.epoch_time, 1e-9)}
+        record = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.lr,
+            **{f"train/{k}": v for k, v in train.items()},
+            f"train/{task.unit}": count,
+            **{f"valid/{k}": v for k, v in valid.items() if not isinstance(v, list)},
+            "perf/epoch_s": self.epoch_time,
+            f"perf/{task.unit}_per_s": count / max(self.epoch_time, 1e-9),
+        }
         whole = task.num_batches()
         if 0 < self.batch_in_epoch < whole:  # a cut epoch (limit_batches, max_steps): what a whole one would take
             record["perf/whole_epoch_s_extrapolated"] = self.epoch_time * whole / self.batch_in_epoch
@@ -320,14 +374,20 @@ class Trainer:
             logger.scalars("perf", {"epoch_s": self.epoch_time}, self.step)
             task.log_extras(logger, "valid", valid, self.step)
             logger.epoch_line(record)
-            log.info("epoch %d: %s", self.epoch, " ".join(
-                f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float) and "_" not in k.split("/")[-1]))
+            log.info(
+                "epoch %d: %s",
+                self.epoch,
+                " ".join(
+                    f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float) and "_" not in k.split("/")[-1]
+                ),
+            )
         self.epochs_since_best = 0 if better else self.epochs_since_best + 1
         if better:
             self.best, self.best_valid = monitored, valid
             if self.is_main:
-                ckpt.save_atomic({"model": self.model.state_dict(), "epoch": self.epoch, "valid": valid},
-                                 self.run_dir.best)
+                ckpt.save_atomic(
+                    {"model": self.model.state_dict(), "epoch": self.epoch, "valid": valid}, self.run_dir.best
+                )
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(monitored if task.monitor_mode == "min" else -monitored)
         elif self.scheduler is not None:
@@ -354,8 +414,9 @@ class Trainer:
         if self.is_main:
             logger.scalars("test", test, self.step)
             self.task.log_extras(logger, "test", test, self.step)
-        return final_record(last.get("epoch", self.epoch - 1), self.step, self.stopped_early, last,
-                            self.best_valid, test)
+        return final_record(
+            last.get("epoch", self.epoch - 1), self.step, self.stopped_early, last, self.best_valid, test
+        )
 
     def test(self) -> dict:
         """Test metrics with the best weights (the current ones if no epoch finished)."""
@@ -376,8 +437,12 @@ class Trainer:
             if bar:
                 bar.close()
         if self.is_main:
-            log.info("%s: %s (%.1f s)", split, " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                                        if isinstance(v, float)), time.perf_counter() - t0)
+            log.info(
+                "%s: %s (%.1f s)",
+                split,
+                " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
+                time.perf_counter() - t0,
+            )
         return metrics
 
 
@@ -391,9 +456,14 @@ def format_seconds(seconds: float) -> str:
 
 def final_record(epochs: int, steps: int, stopped_early: bool, last: dict, valid: dict, test: dict) -> dict:
     """What a run ends with, whoever trained it: the last epoch's train/perf figures, then valid and test."""
-    return {"epochs": epochs, "steps": steps, "stopped_early": stopped_early,
-            **{k: v for k, v in last.items() if k.startswith(("train/", "perf/"))},
-            **{f"valid/{k}": v for k, v in valid.items()}, **{f"test/{k}": v for k, v in test.items()}}
+    return {
+        "epochs": epochs,
+        "steps": steps,
+        "stopped_early": stopped_early,
+        **{k: v for k, v in last.items() if k.startswith(("train/", "perf/"))},
+        **{f"valid/{k}": v for k, v in valid.items()},
+        **{f"test/{k}": v for k, v in test.items()},
+    }
 
 
 @contextmanager
