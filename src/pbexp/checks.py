@@ -18,17 +18,7 @@ def is_number(value) -> bool:
 def check_int(key: str, value, low: int | None = 1, high: int | None = None, allowed: str = "") -> None:
     """An integer in [low, high] (either end open when None); ``allowed`` replaces the default wording."""
     if not is_int(value) or (low is not None and value < low) or (high is not None and value > high):
-        if not allowed:
-            allowed = (
-                "an integer"
-                if low is None and high is None
-                else f"an integer >= {low}"
-                if high is None
-                else f"an integer <= {high}"
-                if low is None
-                else f"an integer in [{low}, {high}]"
-            )
-        raise ConfigError(key, value, allowed)
+        raise ConfigError(key, value, allowed or _words("an integer", low, high, False, False))
 
 
 def check_number(
@@ -47,18 +37,18 @@ def check_number(
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        if not allowed:
-            ends = ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
-            allowed = (
-                "a number"
-                if low is None and high is None
-                else f"a number {'>' if low_open else '>='} {low}"
-                if high is None
-                else f"a number {'<' if high_open else '<='} {high}"
-                if low is None
-                else f"a number in {ends}"
-            )
-        raise ConfigError(key, value, allowed)
+        raise ConfigError(key, value, allowed or _words("a number", low, high, low_open, high_open))
+
+
+def _words(what: str, low, high, low_open: bool, high_open: bool) -> str:
+    """'an integer >= 1', 'a number in [0, 1)': what a range check allows, in words."""
+    if low is None and high is None:
+        return what
+    if high is None:
+        return f"{what} {'>' if low_open else '>='} {low}"
+    if low is None:
+        return f"{what} {'<' if high_open else '<='} {high}"
+    return f"{what} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
 
 def check_choice(key: str, value, choices, allowed: str = "") -> None:

@@ -143,6 +143,15 @@ def run_tsne(
     exaggeration and PCA initialisation; the seconds cover the fit only, not the imports.
     With ``progress``, a line with the KL every CHECK_EVERY iterations (scikit-learn's own log
     for its implementations)."""
+    # The report's settings, the same for every implementation.
+    settings = dict(
+        perplexity=perplexity,
+        learning_rate=LEARNING_RATE,
+        early_exaggeration=EARLY_EXAGGERATION,
+        max_iter=max_iter,
+        init="pca",
+        random_state=seed,
+    )
     if impl == "pbexp":
         from pbexp.ops.tsne import fit_tsne
 
@@ -152,32 +161,13 @@ def run_tsne(
             phase = " (P exaggerated)" if exaggerating else ""
             print(f"  iteration {done}/{max_iter}: KL {kl:.4f}{phase}, {time.perf_counter() - t0:.1f} s", flush=True)
 
-        r = fit_tsne(
-            X,
-            perplexity=perplexity,
-            learning_rate=LEARNING_RATE,
-            early_exaggeration=EARLY_EXAGGERATION,
-            max_iter=max_iter,
-            init="pca",
-            random_state=seed,
-            check_every=CHECK_EVERY,
-            progress=report if progress else None,
-        )
+        r = fit_tsne(X, **settings, check_every=CHECK_EVERY, progress=report if progress else None)
         return r.embedding, r.kl_divergence, r.n_iter, time.perf_counter() - t0
     from sklearn.manifold import TSNE
 
     t0 = time.perf_counter()
-    t = TSNE(
-        n_components=2,
-        method="exact" if impl == "sklearn" else "barnes_hut",
-        perplexity=perplexity,
-        learning_rate=LEARNING_RATE,
-        early_exaggeration=EARLY_EXAGGERATION,
-        max_iter=max_iter,
-        init="pca",
-        random_state=seed,
-        verbose=2 if progress else 0,
-    )
+    method = "exact" if impl == "sklearn" else "barnes_hut"
+    t = TSNE(n_components=2, method=method, **settings, verbose=2 if progress else 0)
     Y = t.fit_transform(X)
     # sklearn's n_iter_ is the last 0-based index; +1 counts steps, as its own verbose log does
     return Y, float(t.kl_divergence_), int(t.n_iter_) + 1, time.perf_counter() - t0
