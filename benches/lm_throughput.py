@@ -6,7 +6,8 @@ ratio pbexp / plain (goal >= 1.0; >= 0.98 counts as equal on this noisy machine)
 
 pbexp's side runs with the trainer config composed from configs/ (trainer=lm, or trainer=clf through
 dataset=imdb), batch size and bptt included; only what the plain loop must match is overridden (optimizer,
-lr, clip, no momentum, weight decay or schedule, no checkpoints) and the step budget.
+lr, clip, no momentum, weight decay or schedule, no checkpoints) and the step budget. The model and the data
+come from the same composed config (configs/model/, configs/dataset/: their defaults live only there).
 
     python benches/lm_throughput.py                   # Zaremba small LM: 2x200, batch 20, bptt 35
     python benches/lm_throughput.py --case medium     # Zaremba medium LM: 2x650 (large: 2x1500)
@@ -27,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from pbexp.config import CONFIG_DIR, validate
+from pbexp.config import CONFIG_DIR, instantiate, validate
+from pbexp.models import build_model
 from pbexp.training.logger import RunLogger
 from pbexp.training.tasks import ClassificationTask, LMTask, batchify, detach_hidden
 from pbexp.training.trainer import Trainer
@@ -35,9 +37,9 @@ from pbexp.training.trainer import Trainer
 LM_SIZES = {"small": (200, 0.0, 1.0), "medium": (650, 0.5, 1.0), "large": (1500, 0.65, 1.0)}  # hidden, dropout, lr
 
 
-def trainer_cfg(task_overrides, steps, lr, clip, optimizer, amp):
-    """The ``trainer`` node pbexp-train would run with (configs/train.yaml and ``task_overrides``), set to what
-    the plain loop does: ``optimizer`` at ``lr`` without momentum or weight decay, clipping at ``clip``
+def bench_cfg(task_overrides, steps, lr, clip, optimizer, amp):
+    """The config pbexp-train would run with (configs/train.yaml and ``task_overrides``), its trainer set to
+    what the plain loop does: ``optimizer`` at ``lr`` without momentum or weight decay, clipping at ``clip``
     (0: none), a constant lr, ``steps`` steps, no checkpoints."""
     overrides = [
         *task_overrides,
@@ -55,7 +57,7 @@ def trainer_cfg(task_overrides, steps, lr, clip, optimizer, amp):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     validate(cfg)
-    return cfg.trainer
+    return cfg
 
 
 def sync(device):
@@ -114,15 +116,19 @@ def pbexp_run(model, task, cfg, start_batch, seed, tmp):
 
 
 def case_lm(name, args, tmp):
-    from pbexp.data.ptb import load_ptb
-    from pbexp.models.lm import RNNLanguageModel
-
-    data = load_ptb(args.data, download=False)
     hidden, dropout, lr = LM_SIZES[name]
-    cfg = trainer_cfg(["model=lstm"], args.steps, lr, 0.25, "sgd", args.amp)
+    shape = [
+        f"model.emb_size={hidden}",
+        f"model.hidden_size={hidden}",
+        "model.num_layers=2",
+        f"model.dropout={dropout}",
+    ]
+    full = bench_cfg(["model=lstm", *shape], args.steps, lr, 0.25, "sgd", args.amp)
+    data = instantiate(full.dataset, root=args.data, download=False)
+    cfg = full.trainer
     bs, bptt = cfg.batch_size, cfg.bptt
     dev = torch.device(args.device)
-    base = RNNLanguageModel(len(data.vocab), "LSTM", hidden, hidden, 2, dropout=dropout).to(dev)
+    base = build_model(full.model, data.vocab, "lm", vocab_size=len(data.vocab)).to(dev)
     train = batchify(data.train, bs).to(dev)
     for r in range(args.repeats):
         start = (r * args.steps) % (train.size(0) // bptt - args.steps)
@@ -133,14 +139,13 @@ def case_lm(name, args, tmp):
 
 
 def case_cnn(args, tmp):
-    from pbexp.data.imdb import load_imdb
-    from pbexp.models.classifiers import CNNClassifier
-
-    data = load_imdb(args.data, download=False)
-    cfg = trainer_cfg(["dataset=imdb", "model=cnn"], args.steps, 1e-3, 0.0, "adam", args.amp)
+    full = bench_cfg(["dataset=imdb", "model=cnn"], args.steps, 1e-3, 0.0, "adam", args.amp)
+    data = instantiate(full.dataset, root=args.data, download=False)
+    cfg = full.trainer
     bs = cfg.batch_size
     dev = torch.device(args.device)
-    base = CNNClassifier(len(data.vocab), 2, data.max_len).to(dev)
+    sizes = {"vocab_size": len(data.vocab), "num_classes": 2, "max_len": data.max_len, "pad_idx": data.pad_idx}
+    base = build_model(full.model, data.vocab, "clf", **sizes).to(dev)
     for r in range(args.repeats):
         task = ClassificationTask(data, bs, device=dev)
         # The same examples in the same order for both: the task's shuffle for (seed=r, epoch=1).

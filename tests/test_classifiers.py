@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from helpers.configs import make_model
 from pbexp.errors import ConfigError
 from pbexp.models.classifiers import (
     NBSVM,
@@ -23,21 +24,28 @@ from pbexp.models.classifiers import (
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 V = 100
 
-# name -> (class, max_len, hyper-parameters); the constructors' defaults, except where noted
+# name -> (class, max_len, hyper-parameters); configs/model/<name>.yaml's defaults, except where noted
 DEFAULTS = {
     "report_cnn": (ReportCNN, 30, {}),
     "report_gru": (ReportGRU, 30, {}),
     "report_cnn_rnn": (ReportCNNRNN, 50, {}),
     "cnn": (CNNClassifier, 40, {}),
-    "gru": (GRUClassifier, 40, {}),
+    "gru_clf": (GRUClassifier, 40, {}),
     "cnn_rnn": (CNNRNNClassifier, 40, {}),
     "fasttext": (FastText, 40, {"buckets": 1000}),  # a small table keeps the test fast
 }
 REPORT_FLAT = {"report_cnn": 1450, "report_gru": 1500, "report_cnn_rnn": 2500}
+# class -> the YAML that holds its defaults (the constructors have none)
+YAML_OF = {cls: name for name, (cls, _, _) in DEFAULTS.items()} | {NBSVM: "nbsvm"}
 
 
 def build(cls, max_len, vocab_size=V, num_classes=2, **hyper):
-    return cls(vocab_size=vocab_size, num_classes=num_classes, max_len=max_len, pad_idx=0, **hyper)
+    """``cls`` with its YAML's defaults, the task's sizes and ``hyper``."""
+    model = make_model(
+        YAML_OF[cls], vocab_size=vocab_size, num_classes=num_classes, max_len=max_len, pad_idx=0, **hyper
+    )
+    assert type(model) is cls
+    return model
 
 
 def padded_batch(lengths, max_len, vocab_size=V, seed=0):
@@ -96,13 +104,13 @@ def test_report_layer_shapes_match_the_tables():
     ],
 )
 def test_report_sizes_at_other_settings(cls, max_len, hyper, flat):
-    model = build(cls, max_len, **hyper)
+    model = build(cls, max_len, seq_len=None, **hyper)  # seq_len=None: all max_len words
     assert model.flat_features == flat
     assert model(padded_batch([max_len, 3], max_len)).shape == (2, 2)  # the derived size really fits
 
 
 def test_report_cnn_rnn_gru_input_is_the_pooled_conv_length():
-    model = build(ReportCNNRNN, 9, emb_size=64, channels=7, kernel_size=5, hidden_size=6, fc_size=10)
+    model = build(ReportCNNRNN, 9, emb_size=64, channels=7, kernel_size=5, hidden_size=6, fc_size=10, seq_len=None)
     assert model.rnn_input_size == (64 - 5 + 1) // 2 == 30
 
 
@@ -180,7 +188,7 @@ def test_config_errors_say_key_value_and_what_is_allowed(cls, max_len, hyper, me
 
 def test_pad_idx_outside_the_vocabulary_is_a_config_error():
     with pytest.raises(ConfigError, match="pad_idx"):
-        GRUClassifier(vocab_size=10, num_classes=2, max_len=20, pad_idx=10)
+        make_model("gru_clf", vocab_size=10, num_classes=2, max_len=20, pad_idx=10)
 
 
 # ---------------------------------------------------------------- padding invariance

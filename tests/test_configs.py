@@ -21,7 +21,15 @@ from omegaconf import OmegaConf
 from helpers.configs import compose_cfg
 from pbexp.config import validate
 from pbexp.errors import ConfigError
-from pbexp.models import TASK_KINDS, build_model, check_overrides_apply, model_config, model_kind
+from pbexp.models import (
+    BUILDER_KEYS,
+    TASK_KINDS,
+    TRAINER_KEYS,
+    build_model,
+    check_overrides_apply,
+    model_config,
+    model_kind,
+)
 from pbexp.train import CONFIG_DIR
 
 CONFIGS = Path(CONFIG_DIR)
@@ -261,3 +269,25 @@ def test_lm_model_configs_build_the_named_cell_with_the_configured_init(args, ce
         r = cfg.model.init_range
         for n, w in recurrent.items():
             assert w.abs().max() <= r and not torch.allclose(w[:hidden], w[:hidden].diag().diag()), n
+
+
+# ---------------------------------------------------------------- each default in one place (issue 14)
+
+TARGETED = [
+    pytest.param(group, name, id=f"{group}={name}")
+    for group, names in (("model", MODELS), ("dataset", DATASETS))
+    for name in names
+]
+
+
+@pytest.mark.parametrize("group,name", TARGETED)
+def test_a_key_the_yaml_sets_has_no_python_default(group, name):
+    """The YAML is the one place a default lives: a constructor (loader) parameter that the composed
+    configs/<group>/<name>.yaml sets must have no default of its own, or the two could drift apart."""
+    cfg = OmegaConf.to_container(compose_cfg([f"{group}={name}"])[group])
+    target = cfg.pop("_target_")
+    params = inspect.signature(get_class(target) if group == "model" else get_method(target)).parameters
+    keys = [k for k in cfg if k not in (*BUILDER_KEYS, *TRAINER_KEYS)]
+    assert keys and set(keys) <= set(params), f"{name}.yaml sets keys {target} does not take"
+    defaulted = {k: params[k].default for k in keys if params[k].default is not inspect.Parameter.empty}
+    assert not defaulted, f"{target} repeats configs/{group}/{name}.yaml's defaults: {defaulted}"

@@ -12,6 +12,7 @@ import pytest
 
 import pbexp.data.imdb as imdb
 import pbexp.data.ptb as ptb
+from helpers.configs import load_dataset
 from helpers.data import read_ptb_reference, tiny_reviews, write_archive, write_tiny_ptb, write_tree
 from pbexp.data import locate
 from pbexp.errors import DataError
@@ -172,7 +173,7 @@ def test_imdb_download_arrives_and_loads(tmp_path, monkeypatch):
     archive = write_archive(write_tree(tmp_path / "src"), tmp_path / "server" / "aclImdb_v1.tar.gz")
     monkeypatch.setattr(imdb, "URL", archive.as_uri())
     root = tmp_path / "root"
-    d = imdb.load_imdb(root, max_len=4)
+    d = load_dataset("imdb", root=root, max_len=4)
     assert files_in(root / "imdb") == ["aclImdb_v1.tar.gz"]  # no temp file left
     assert (root / "imdb" / "aclImdb_v1.tar.gz").read_bytes() == archive.read_bytes()
     n_test = sum(len(items) for (split, _), items in tiny_reviews().items() if split == "test")
@@ -185,7 +186,7 @@ def test_imdb_download_that_is_not_an_archive_is_deleted(tmp_path, monkeypatch):
     page.write_bytes(b"<html>Service unavailable</html>")
     monkeypatch.setattr(imdb, "URL", page.as_uri())
     with pytest.raises(DataError, match="not a usable IMDB archive"):
-        imdb.load_imdb(tmp_path / "root")
+        load_dataset("imdb", root=tmp_path / "root")
     assert files_in(tmp_path / "root" / "imdb") == []
 
 
@@ -193,7 +194,7 @@ def test_imdb_download_of_a_missing_url_says_where_to_put_the_data(tmp_path, mon
     url = (tmp_path / "server" / "aclImdb_v1.tar.gz").as_uri()
     monkeypatch.setattr(imdb, "URL", url)
     with pytest.raises(DataError) as e:
-        imdb.load_imdb(tmp_path / "root")
+        load_dataset("imdb", root=tmp_path / "root")
     msg = str(e.value)
     assert "IMDB data not found" in msg and f"could not download {url}" in msg
     assert str(tmp_path / "root" / "imdb") in msg

@@ -3,11 +3,10 @@ import zipfile
 import pytest
 import torch
 
-from helpers.configs import SHARED_DATA
+from helpers.configs import SHARED_DATA, make_model
 from pbexp.data.vocab import Vocab
 from pbexp.errors import ConfigError, DataError
 from pbexp.models.embeddings import load_pretrained, read_vectors
-from pbexp.models.lm import RNNLanguageModel
 
 GLOVE = "the 0.1 0.2 0.3\ncat -1 0 1.5\ndog 2 2 2\n"
 
@@ -77,7 +76,7 @@ def test_real_glove_50d_on_ptb_vocab():
     from pbexp.data.ptb import load_ptb
 
     vocab = load_ptb(SHARED_DATA, download=False).vocab
-    model = RNNLanguageModel(len(vocab), emb_size=50, hidden_size=50, num_layers=1)
+    model = make_model("lstm", vocab_size=len(vocab), emb_size=50, hidden_size=50, num_layers=1)
     found = load_pretrained(model.embedding, vocab, GLOVE_ZIP)
     assert found == 6790  # of PTB's 9,999 train word types (data README), <eos> is not in GloVe
     vectors, dim = read_vectors(GLOVE_ZIP, {"the"})

@@ -11,7 +11,7 @@ import torch
 
 import pbexp.data.imdb as imdb
 import pbexp.data.tokenize_pool as tokenize_pool
-from helpers.configs import REPO
+from helpers.configs import REPO, load_dataset
 from helpers.data import COUNT, N_TRAIN, tiny_reviews, write_archive, write_tree
 from pbexp.data.imdb import CLASSES, Review, load_imdb, read_reviews, stratified_split
 from pbexp.data.tokenize import tokenize
@@ -99,8 +99,8 @@ def test_read_reviews_accepts_the_folder_that_holds_aclImdb(folder_root):
 
 
 def test_load_from_archive_and_folder_gives_identical_tensors(archive_root, folder_root):
-    a = load_imdb(archive_root, max_len=8)
-    f = load_imdb(folder_root, max_len=8)
+    a = load_dataset("imdb", root=archive_root, max_len=8)
+    f = load_dataset("imdb", root=folder_root, max_len=8)
     assert a.vocab.itos == f.vocab.itos
     for split in ("train", "valid", "test"):
         for ta, tf in zip(a.split(split), f.split(split)):
@@ -111,18 +111,18 @@ def test_data_found_at_root_itself_and_in_the_mirror(tmp_path, archive_root, mon
     flat = tmp_path / "flat"
     flat.mkdir()
     shutil.copy(archive_of(archive_root), flat / "aclImdb_v1.tar.gz")
-    assert len(load_imdb(flat, max_len=4).test_y) == 6
+    assert len(load_dataset("imdb", root=flat, max_len=4).test_y) == 6
 
     monkeypatch.setenv("PBEXP_DATA_MIRROR", str(archive_root))
     assert imdb.find_imdb(tmp_path / "empty") == archive_of(archive_root)
-    assert len(load_imdb(tmp_path / "empty", max_len=4).test_y) == 6
+    assert len(load_dataset("imdb", root=tmp_path / "empty", max_len=4).test_y) == 6
 
 
 # --------------------------------------------------------------------------- tensors
 
 
 def test_shapes_classes_and_labels(archive_root):
-    d = load_imdb(archive_root, max_len=6)
+    d = load_dataset("imdb", root=archive_root, max_len=6)
     assert d.classes == ["neg", "pos"] and d.task == "clf" and d.pad_idx == 0 and d.max_len == 6
     assert d.vocab.itos[:2] == ["<pad>", "<unk>"]
     n_valid = 2 * round(0.1 * N_TRAIN)
@@ -133,7 +133,7 @@ def test_shapes_classes_and_labels(archive_root):
 
 
 def test_vocabulary_comes_from_the_train_split_only(archive_root):
-    d = load_imdb(archive_root, max_len=20, valid_fraction=0.3)
+    d = load_dataset("imdb", root=archive_root, max_len=20, valid_fraction=0.3)
     train_ids, valid_ids = stratified_split([0] * N_TRAIN + [1] * N_TRAIN, 0.3, 0)
     uniq = [f"uniq_train_{lab}_{i}" for lab in ("neg", "pos") for i in range(N_TRAIN)]
     assert all(uniq[i] in d.vocab for i in train_ids)
@@ -147,7 +147,7 @@ def test_vocabulary_comes_from_the_train_split_only(archive_root):
 
 @pytest.mark.parametrize("truncate, kept", [("head", "one two three four"), ("tail", "seven eight nine ten")])
 def test_truncation_and_padding(archive_root, truncate, kept):
-    d = load_imdb(archive_root, max_len=4, truncate=truncate)
+    d = load_dataset("imdb", root=archive_root, max_len=4, truncate=truncate)
     ids = lambda words: [d.vocab[w] for w in words.split()]
     assert d.test_x[0].tolist() == ids(kept)  # test neg 0 has 10 tokens
     assert d.test_x[1].tolist() == [d.vocab["bad"], PAD, PAD, PAD]  # test neg 1 has 1 token
@@ -162,21 +162,21 @@ def test_numericalise_cuts_and_pads():
 
 
 def test_lowercase_off_keeps_cased_words(archive_root):
-    assert "Great" in load_imdb(archive_root, max_len=4, lowercase=False).vocab
-    assert "Great" not in load_imdb(archive_root, max_len=4).vocab
+    assert "Great" in load_dataset("imdb", root=archive_root, max_len=4, lowercase=False).vocab
+    assert "Great" not in load_dataset("imdb", root=archive_root, max_len=4).vocab
 
 
 def test_max_vocab_and_min_freq(archive_root):
-    assert len(load_imdb(archive_root, max_len=4, max_vocab=5).vocab) == 5
-    d = load_imdb(archive_root, max_len=4, min_freq=2)
+    assert len(load_dataset("imdb", root=archive_root, max_len=4, max_vocab=5).vocab) == 5
+    d = load_dataset("imdb", root=archive_root, max_len=4, min_freq=2)
     assert "film" in d.vocab and not any(w.startswith("uniq_") for w in d.vocab.itos)
 
 
 def test_one_process_and_several_give_the_same_result(archive_root, monkeypatch):
     monkeypatch.setattr(tokenize_pool, "_workers", lambda: 1)
-    one = load_imdb(archive_root, max_len=8, cache=False)
+    one = load_dataset("imdb", root=archive_root, max_len=8, cache=False)
     monkeypatch.setattr(tokenize_pool, "_workers", lambda: 3)
-    three = load_imdb(archive_root, max_len=8, cache=False)
+    three = load_dataset("imdb", root=archive_root, max_len=8, cache=False)
     assert one.vocab.itos == three.vocab.itos
     for split in ("train", "valid", "test"):
         for a, b in zip(one.split(split), three.split(split)):
@@ -197,9 +197,9 @@ def test_stratified_split_sizes_and_seed():
 
 
 def test_split_through_load_is_deterministic(archive_root):
-    a = load_imdb(archive_root, max_len=20, valid_fraction=0.3, split_seed=5, cache=False)
-    b = load_imdb(archive_root, max_len=20, valid_fraction=0.3, split_seed=5, cache=False)
-    c = load_imdb(archive_root, max_len=20, valid_fraction=0.3, split_seed=6, cache=False)
+    a = load_dataset("imdb", root=archive_root, max_len=20, valid_fraction=0.3, split_seed=5, cache=False)
+    b = load_dataset("imdb", root=archive_root, max_len=20, valid_fraction=0.3, split_seed=5, cache=False)
+    c = load_dataset("imdb", root=archive_root, max_len=20, valid_fraction=0.3, split_seed=6, cache=False)
     assert torch.equal(a.valid_x, b.valid_x) and torch.equal(a.train_x, b.train_x)
     assert a.valid_y.tolist().count(0) == a.valid_y.tolist().count(1) == 3
     assert a.vocab.itos != c.vocab.itos  # other train reviews -> other unique words in the vocab
@@ -209,11 +209,11 @@ def test_split_through_load_is_deterministic(archive_root):
 
 
 def test_second_call_uses_the_cache(archive_root, count_reads, caplog, tmp_path):
-    first = load_imdb(archive_root, max_len=8)
+    first = load_dataset("imdb", root=archive_root, max_len=8)
     assert len(count_reads) == 1
     assert list((tmp_path / "user-cache").glob("imdb-*.pt"))
     with caplog.at_level(logging.INFO, logger="pbexp.data.cache"):
-        second = load_imdb(archive_root, max_len=8)
+        second = load_dataset("imdb", root=archive_root, max_len=8)
     assert len(count_reads) == 1
     assert "loaded cached tensors" in caplog.text
     assert second.vocab.itos == first.vocab.itos
@@ -235,40 +235,40 @@ def test_second_call_uses_the_cache(archive_root, count_reads, caplog, tmp_path)
 )
 def test_a_changed_setting_rebuilds(archive_root, count_reads, change):
     settings = dict(max_len=8)
-    load_imdb(archive_root, **settings)
-    load_imdb(archive_root, **{**settings, **change})
+    load_dataset("imdb", root=archive_root, **settings)
+    load_dataset("imdb", root=archive_root, **{**settings, **change})
     assert len(count_reads) == 2
-    load_imdb(archive_root, **{**settings, **change})
+    load_dataset("imdb", root=archive_root, **{**settings, **change})
     assert len(count_reads) == 2
 
 
 def test_a_changed_archive_rebuilds(archive_root, count_reads):
-    load_imdb(archive_root, max_len=8)
+    load_dataset("imdb", root=archive_root, max_len=8)
     st = archive_of(archive_root).stat()
     os.utime(archive_of(archive_root), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    load_imdb(archive_root, max_len=8)
+    load_dataset("imdb", root=archive_root, max_len=8)
     assert len(count_reads) == 2
 
 
 def test_a_changed_review_file_rebuilds(folder_root, count_reads):
-    load_imdb(folder_root, max_len=8)
+    load_dataset("imdb", root=folder_root, max_len=8)
     (folder_root / "imdb" / "aclImdb" / "test" / "neg" / "1_2.txt").write_text("bad bad film")
-    d = load_imdb(folder_root, max_len=8)
+    d = load_dataset("imdb", root=folder_root, max_len=8)
     assert len(count_reads) == 2
     assert d.test_x[1, :3].tolist() == [d.vocab["bad"], d.vocab["bad"], d.vocab["film"]]
 
 
 def test_cache_off_neither_reads_nor_writes(archive_root, count_reads, tmp_path):
-    load_imdb(archive_root, max_len=8, cache=False)
-    load_imdb(archive_root, max_len=8, cache=False)
+    load_dataset("imdb", root=archive_root, max_len=8, cache=False)
+    load_dataset("imdb", root=archive_root, max_len=8, cache=False)
     assert len(count_reads) == 2
     assert not list(archive_root.rglob("*.pt")) and not (tmp_path / "user-cache").exists()
 
 
 def test_the_cache_lives_in_the_user_cache_not_next_to_the_data(archive_root, count_reads, tmp_path):
     """$PBEXP_CACHE_DIR moved nothing before: ~80 MB per setting was written beside a writable data folder."""
-    load_imdb(archive_root, max_len=8)
-    load_imdb(archive_root, max_len=8)
+    load_dataset("imdb", root=archive_root, max_len=8)
+    load_dataset("imdb", root=archive_root, max_len=8)
     assert len(count_reads) == 1
     assert not list(archive_root.rglob("*.pt"))
     assert len(list((tmp_path / "user-cache").glob("imdb-*.pt"))) == 1
@@ -277,26 +277,26 @@ def test_the_cache_lives_in_the_user_cache_not_next_to_the_data(archive_root, co
 def test_without_pbexp_cache_dir_the_xdg_cache_is_used(archive_root, count_reads, tmp_path, monkeypatch):
     monkeypatch.delenv("PBEXP_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    load_imdb(archive_root, max_len=8)
+    load_dataset("imdb", root=archive_root, max_len=8)
     assert len(list((tmp_path / "xdg" / "pbexp").glob("imdb-*.pt"))) == 1
 
 
 def test_explicit_cache_dir_is_used(archive_root, count_reads, tmp_path):
-    load_imdb(archive_root, max_len=8, cache_dir=tmp_path / "mine")
-    load_imdb(archive_root, max_len=8, cache_dir=tmp_path / "mine")
+    load_dataset("imdb", root=archive_root, max_len=8, cache_dir=tmp_path / "mine")
+    load_dataset("imdb", root=archive_root, max_len=8, cache_dir=tmp_path / "mine")
     assert len(count_reads) == 1
     assert len(list((tmp_path / "mine").glob("imdb-*.pt"))) == 1 and not list(archive_root.rglob("*.pt"))
 
 
 def test_a_corrupt_cache_file_is_rebuilt(archive_root, count_reads, caplog, tmp_path):
-    load_imdb(archive_root, max_len=8)
+    load_dataset("imdb", root=archive_root, max_len=8)
     (cache_file,) = (tmp_path / "user-cache").glob("imdb-*.pt")
     cache_file.write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING, logger="pbexp.data.cache"):
-        d = load_imdb(archive_root, max_len=8)
+        d = load_dataset("imdb", root=archive_root, max_len=8)
     assert len(count_reads) == 2 and "ignoring unreadable cache" in caplog.text
     assert len(d.test_y) == 6
-    load_imdb(archive_root, max_len=8)  # and the rewritten cache is good again
+    load_dataset("imdb", root=archive_root, max_len=8)  # and the rewritten cache is good again
     assert len(count_reads) == 2
 
 
@@ -309,7 +309,7 @@ def test_missing_data_and_failed_download_says_where_to_put_it(tmp_path, monkeyp
 
     monkeypatch.setattr(imdb, "download", offline)
     with pytest.raises(DataError) as e:
-        load_imdb(tmp_path / "nothing")
+        load_dataset("imdb", root=tmp_path / "nothing")
     msg = str(e.value)
     assert "IMDB data not found" in msg and "aclImdb_v1.tar.gz" in msg
     assert str(tmp_path / "nothing" / "imdb") in msg and "network unreachable" in msg
@@ -318,7 +318,7 @@ def test_missing_data_and_failed_download_says_where_to_put_it(tmp_path, monkeyp
 def test_no_download_when_switched_off(tmp_path):
     # the autouse fixture fails the test if the download is tried
     with pytest.raises(DataError, match="IMDB data not found.*dataset.download=false"):
-        load_imdb(tmp_path / "nothing", download=False)
+        load_dataset("imdb", root=tmp_path / "nothing", download=False)
 
 
 def test_download_is_used_when_nothing_is_found(tmp_path, archive_root, monkeypatch):
@@ -331,10 +331,10 @@ def test_download_is_used_when_nothing_is_found(tmp_path, archive_root, monkeypa
         return dest
 
     monkeypatch.setattr(imdb, "download", fake_download)
-    d = load_imdb(tmp_path / "fresh", max_len=4)
+    d = load_dataset("imdb", root=tmp_path / "fresh", max_len=4)
     assert got == [(imdb.URL, tmp_path / "fresh" / "imdb" / "aclImdb_v1.tar.gz")]
     assert len(d.test_y) == 6
-    load_imdb(tmp_path / "fresh", max_len=4)  # now found locally
+    load_dataset("imdb", root=tmp_path / "fresh", max_len=4)  # now found locally
     assert len(got) == 1
 
 
@@ -346,7 +346,7 @@ def test_a_downloaded_file_that_is_not_imdb_is_rejected_and_deleted(tmp_path, mo
 
     monkeypatch.setattr(imdb, "download", bad_download)
     with pytest.raises(DataError, match="not a usable IMDB archive"):
-        load_imdb(tmp_path / "fresh")
+        load_dataset("imdb", root=tmp_path / "fresh")
     assert not (tmp_path / "fresh" / "imdb" / "aclImdb_v1.tar.gz").exists()
 
 
@@ -377,23 +377,23 @@ def test_a_downloaded_file_that_is_not_imdb_is_rejected_and_deleted(tmp_path, mo
 )
 def test_bad_settings_raise_config_error_naming_the_key(archive_root, kwargs, key):
     with pytest.raises(ConfigError) as e:
-        load_imdb(archive_root, **kwargs)
+        load_dataset("imdb", root=archive_root, **kwargs)
     assert e.value.key == f"dataset.{key}" and f"dataset.{key}=" in str(e.value)
 
 
 def test_truncate_error_lists_the_choices(archive_root):
     with pytest.raises(ConfigError, match="head.*tail"):
-        load_imdb(archive_root, truncate="middle")
+        load_dataset("imdb", root=archive_root, truncate="middle")
 
 
 def test_valid_fraction_too_small_for_the_data(archive_root):
     with pytest.raises(ConfigError, match=r"dataset.valid_fraction=0.01.*would put 0 in valid"):
-        load_imdb(archive_root, valid_fraction=0.01)
+        load_dataset("imdb", root=archive_root, valid_fraction=0.01)
 
 
 def test_empty_vocabulary(archive_root):
     with pytest.raises(DataError, match="vocabulary .* is empty with min_freq=1000"):
-        load_imdb(archive_root, min_freq=1000)
+        load_dataset("imdb", root=archive_root, min_freq=1000)
 
 
 @pytest.mark.parametrize("cut", [0.3, 0.5, 0.9, 0.99])
@@ -402,7 +402,7 @@ def test_truncated_archive(archive_root, cut):
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * cut)])
     with pytest.raises(DataError, match="truncated or corrupt") as e:
-        load_imdb(archive_root)
+        load_dataset("imdb", root=archive_root)
     assert str(path) in str(e.value)
 
 
@@ -450,7 +450,7 @@ def test_tree_without_reviews(tmp_path):
     with pytest.raises(DataError, match="no IMDB reviews"):
         read_reviews(folder)
     with pytest.raises(DataError, match="no IMDB reviews"):
-        load_imdb(tmp_path / "root")
+        load_dataset("imdb", root=tmp_path / "root")
     archive = write_archive(folder, tmp_path / "empty.tar.gz")
     with pytest.raises(DataError, match="no IMDB reviews"):
         read_reviews(archive)
@@ -460,7 +460,7 @@ def test_tree_without_test_split(tmp_path):
     reviews = {k: v for k, v in tiny_reviews().items() if k[0] == "train"}
     write_tree(tmp_path / "root" / "imdb", reviews)
     with pytest.raises(DataError, match="0 test reviews"):
-        load_imdb(tmp_path / "root")
+        load_dataset("imdb", root=tmp_path / "root")
 
 
 def test_missing_path_for_read_reviews(tmp_path):
@@ -479,7 +479,8 @@ def test_config_matches_the_function_and_instantiates(archive_root, tmp_path):
     assert cfg._target_ == "pbexp.data.imdb.load_imdb"
     params = inspect.signature(load_imdb).parameters
     keys = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"}
-    assert keys == {name: p.default for name, p in params.items()}
+    assert set(keys) == set(params)  # the YAML sets every argument: it holds the defaults, the function none
+    assert all(p.default is inspect.Parameter.empty for p in params.values())
     d = instantiate(cfg, root=str(archive_root), max_len=5, cache_dir=str(tmp_path / "c"))
     assert d.train_x.shape[1] == 5 and d.classes == ["neg", "pos"]
 
@@ -497,7 +498,7 @@ def test_real_imdb(tmp_path):
     first_pos = next(r for r in reviews if r.split == "train" and r.label == 1 and r.id == 0)
     assert first_pos.rating == 9 and first_pos.text.startswith("Bromwell High")
 
-    d = load_imdb(REAL_DATA.parent.parent, cache_dir=tmp_path)
+    d = load_dataset("imdb", root=REAL_DATA.parent.parent, cache_dir=tmp_path)
     assert (len(d.train_y), len(d.valid_y), len(d.test_y)) == (22_500, 2_500, 25_000)
     assert d.valid_y.sum() == 1_250 and d.test_y.sum() == 12_500
     assert len(d.vocab) == 25_000 and d.vocab.itos[:2] == ["<pad>", "<unk>"]

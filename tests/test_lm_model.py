@@ -4,15 +4,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.configs import make_model
 from pbexp.errors import ConfigError
-from pbexp.models.lm import CELLS, RNNLanguageModel
+from pbexp.models.lm import CELLS
 from pbexp.training.metrics import perplexity
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_each_cell_runs_forward_and_backward(cell):
     torch.manual_seed(0)
-    m = RNNLanguageModel(50, cell=cell, emb_size=8, hidden_size=12, num_layers=2, dropout=0.1)
+    m = make_model("lstm", vocab_size=50, cell=cell, emb_size=8, hidden_size=12, num_layers=2, dropout=0.1)
     x = torch.randint(0, 50, (7, 3))
     out, h = m(x, m.init_hidden(3))
     assert out.shape == (7, 3, 50)
@@ -26,9 +27,21 @@ def test_each_cell_runs_forward_and_backward(cell):
     assert m.rnn.mode == {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN_TANH", "RNN_RELU": "RNN_RELU"}[cell]
 
 
+IDENTITY_RELU = dict(cell="RNN_RELU", init="identity")  # the IRNN: a ReLU RNN with the identity init
+
+
 def test_irnn_init_is_identity_with_zero_biases():
     torch.manual_seed(0)
-    m = RNNLanguageModel(30, cell="RNN_RELU", emb_size=6, hidden_size=10, num_layers=3, init="identity")
+    m = make_model(
+        "lstm",
+        vocab_size=30,
+        **IDENTITY_RELU,
+        emb_size=6,
+        hidden_size=10,
+        num_layers=3,
+        identity_scale=1.0,
+        input_std=0.001,
+    )
     for layer in range(3):
         assert torch.equal(getattr(m.rnn, f"weight_hh_l{layer}"), torch.eye(10))
         assert torch.count_nonzero(getattr(m.rnn, f"bias_hh_l{layer}")) == 0
@@ -38,23 +51,21 @@ def test_irnn_init_is_identity_with_zero_biases():
 
 
 def test_identity_scale():
-    m = RNNLanguageModel(
-        30, cell="RNN_RELU", emb_size=6, hidden_size=5, num_layers=1, init="identity", identity_scale=0.5
-    )
+    m = make_model("lstm", vocab_size=30, **IDENTITY_RELU, emb_size=6, hidden_size=5, num_layers=1, identity_scale=0.5)
     assert torch.equal(m.rnn.weight_hh_l0, 0.5 * torch.eye(5))
 
 
 def test_uniform_init_range_and_zero_decoder_bias():
-    m = RNNLanguageModel(40, emb_size=8, hidden_size=8, init="uniform", init_range=0.05)
+    m = make_model("lstm", vocab_size=40, emb_size=8, hidden_size=8, init="uniform", init_range=0.05)
     assert all(p.abs().max() <= 0.05 for p in m.parameters())
     assert torch.count_nonzero(m.decoder.bias) == 0
 
 
 def test_tied_weights_share_one_tensor():
-    m = RNNLanguageModel(40, emb_size=8, hidden_size=8, tie_weights=True)
+    m = make_model("lstm", vocab_size=40, emb_size=8, hidden_size=8, tie_weights=True)
     assert m.decoder.weight is m.embedding.weight
     assert len(list(m.parameters())) == len({id(p) for p in m.parameters()})
-    untied = RNNLanguageModel(40, emb_size=8, hidden_size=8)
+    untied = make_model("lstm", vocab_size=40, emb_size=8, hidden_size=8, tie_weights=False)
     assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in m.parameters()) == 40 * 8
 
 
@@ -76,7 +87,7 @@ def test_tied_weights_share_one_tensor():
 )
 def test_bad_model_config_names_the_key(kwargs, key):
     with pytest.raises(ConfigError) as e:
-        RNNLanguageModel(20, **kwargs)
+        make_model("lstm", vocab_size=20, **kwargs)
     assert e.value.key == key
 
 

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from helpers.configs import make_model
 from pbexp.errors import ConfigError
 from pbexp.models.classifiers import NBSVM
-from pbexp.models.sklearn_linear import SklearnLinear
 from pbexp.rundir import RunDir
 
 WORDS = ["<pad>", "<unk>", "good", "bad", "film", "plot", "not", "great", "dull", "the"]
@@ -31,9 +31,11 @@ def corpus(n=60, seed=0):
 def test_nb_ratios_agree_with_nbsvms_own_counting(tmp_path: Path):
     """Two implementations (sklearn's CountVectorizer on text, our hashing on ids) of the same ratios."""
     x, y = corpus()
-    sk = SklearnLinear(len(WORDS), 2, 7, weighting="nb", ngrams=2, alpha=1.0)
+    sk = make_model(
+        "sklearn_linear", vocab_size=len(WORDS), num_classes=2, max_len=7, weighting="nb", ngrams=2, alpha=1.0
+    )
     sk.fit(task_of(x, y), tmp_path)
-    nb = NBSVM(len(WORDS), 2, 7, ngrams=2, alpha=1.0)
+    nb = make_model("nbsvm", vocab_size=len(WORDS), num_classes=2, max_len=7, ngrams=2, alpha=1.0)
     nb.fit_statistics(x, y)
     known = dict(zip(nb.keys.tolist(), nb.ratio[:, 1].tolist()))  # class 1 against the rest, as sklearn's
     vocab = sk.vectorizer.vocabulary_
@@ -45,7 +47,7 @@ def test_nb_ratios_agree_with_nbsvms_own_counting(tmp_path: Path):
 @pytest.mark.parametrize("weighting", ["nb", "tfidf"])
 def test_separates_a_separable_corpus_and_returns_log_probabilities(tmp_path: Path, weighting):
     x, y = corpus()
-    model = SklearnLinear(len(WORDS), 2, 7, weighting=weighting, C=10.0)
+    model = make_model("sklearn_linear", vocab_size=len(WORDS), num_classes=2, max_len=7, weighting=weighting, C=10.0)
     model.fit(task_of(x, y), RunDir(tmp_path))  # as the trainer hands it in
     out = model(x)
     assert (out.argmax(1) == y).all()
@@ -65,9 +67,9 @@ def test_separates_a_separable_corpus_and_returns_log_probabilities(tmp_path: Pa
 )
 def test_bad_hyper_parameters_name_the_key(hyper, key):
     with pytest.raises(ConfigError, match=key):
-        SklearnLinear(len(WORDS), 2, 7, **hyper)
+        make_model("sklearn_linear", vocab_size=len(WORDS), num_classes=2, max_len=7, **hyper)
 
 
 def test_nb_weighting_needs_two_classes():
     with pytest.raises(ConfigError, match="model.weighting.*tfidf"):
-        SklearnLinear(len(WORDS), 3, 7, weighting="nb")
+        make_model("sklearn_linear", vocab_size=len(WORDS), num_classes=3, max_len=7, weighting="nb")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from helpers.configs import model_defaults
 from pbexp.data.base import ClassificationData, LMData
 from pbexp.data.vocab import Vocab
 from pbexp.errors import ConfigError
@@ -62,6 +63,7 @@ def test_build_model_loads_the_trained_vectors_into_the_embedding():
     vocab = Vocab(WORDS)
     cfg = OmegaConf.create(
         {
+            **model_defaults("cnn"),
             "_target_": "pbexp.models.classifiers.CNNClassifier",
             "emb_size": 12,
             "widths": [2],
@@ -79,6 +81,7 @@ def test_build_model_loads_the_trained_vectors_into_the_embedding():
 def test_a_model_without_an_embedding_refuses_pretrained_vectors():
     cfg = OmegaConf.create(
         {
+            **model_defaults("nbsvm"),
             "_target_": "pbexp.models.classifiers.NBSVM",
             "max_features": 10,
             "pretrained": "word2vec",

@@ -312,23 +312,24 @@ def _build(source: Path, max_len, max_vocab, min_freq, valid_fraction, split_see
 
 
 def load_imdb(
-    root: str | Path = "data",
-    max_len: int = 400,
-    max_vocab: int | None = 25_000,
-    min_freq: int = 1,
-    valid_fraction: float = 0.1,
-    split_seed: int = 0,
-    truncate: str = "head",
-    lowercase: bool = True,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    download: bool = True,
+    root: str | Path,
+    *,
+    max_len: int,
+    max_vocab: int | None,
+    min_freq: int,
+    valid_fraction: float,
+    split_seed: int,
+    truncate: str,
+    lowercase: bool,
+    cache: bool,
+    cache_dir: str | Path | None,
+    download: bool,
 ) -> ClassificationData:
-    """IMDB as fixed-length id sequences with labels (neg=0, pos=1).
+    """IMDB as fixed-length id sequences with labels (neg=0, pos=1). Defaults: configs/dataset/imdb.yaml.
 
     ``max_vocab`` counts the specials too; ``valid_fraction`` of train (stratified, seeded by
     ``split_seed``) becomes the validation split; ``truncate`` keeps the head or the tail of long
-    reviews. ``cache_dir`` (default: the user's cache folder, ``locate.user_cache_dir``) holds the
+    reviews. ``cache_dir`` (None: the user's cache folder, ``locate.user_cache_dir``) holds the
     cached tensors; ``cache=False`` neither reads nor writes it. ``download=False`` fails
     at once when the data is not found instead of trying the network.
     """

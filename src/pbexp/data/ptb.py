@@ -85,8 +85,8 @@ def download_ptb(dest: Path) -> Path:
     return dest
 
 
-def load_ptb(root: str = "data", download: bool = True) -> LMData:
-    """Find, read and numericalise PTB. See data/locate.py for where it looks."""
+def load_ptb(root: str | Path, *, download: bool) -> LMData:
+    """Find, read and numericalise PTB. See data/locate.py for where it looks. Defaults: configs/dataset/ptb.yaml."""
     names = list(FILES.values())
     folder = locate.find(root, "ptb", names)
     if folder is None and download:

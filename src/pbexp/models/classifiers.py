@@ -9,7 +9,8 @@ Two groups:
   same ideas. They ignore padding exactly: appending more pads never changes their logits.
 
 The builder calls ``Class(vocab_size=V, num_classes=C, max_len=L, pad_idx=0, **hyper)`` and loads
-pretrained vectors into ``model.embedding``. No softmax inside: the loss takes logits.
+pretrained vectors into ``model.embedding``. No softmax inside: the loss takes logits. The hyper-parameters
+have no Python defaults: each class's YAML in configs/model/ (named in its docstring) holds them.
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ class ReportCNN(nn.Module):
     with position-specific weights (no shift invariance over words) and slides over embedding
     dimensions, whose order means nothing. The table lists no nonlinearity between fc1 and fc2, so
     there is none: fc2(fc1(.)) is one linear map, and the max-pool is the model's only nonlinearity.
+
+    Defaults: configs/model/report_cnn.yaml; the sizes before ``*`` come from the data.
     """
 
     def __init__(
@@ -152,11 +155,12 @@ class ReportCNN(nn.Module):
         num_classes: int,
         max_len: int,
         pad_idx: int = 0,
-        emb_size: int = 300,
-        channels: int = 10,
-        kernel_size: int = 10,
-        hidden_size: int = 600,
-        seq_len: int | None = None,
+        *,
+        emb_size: int,
+        channels: int,
+        kernel_size: int,
+        hidden_size: int,
+        seq_len: int | None,
     ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
@@ -184,6 +188,8 @@ class ReportGRU(nn.Module):
     At the report's settings (L=30, H=50): flat_features = 1500. The sigmoid after decoder1 is from the
     report's design (Problem 5.2(b) iv); Table 3 itself lists no activations. The GRU runs over pads too
     and the decoder has a weight per position, so the model is not padding invariant (by design of the report).
+
+    Defaults: configs/model/report_gru.yaml; the sizes before ``*`` come from the data.
     """
 
     def __init__(
@@ -192,10 +198,11 @@ class ReportGRU(nn.Module):
         num_classes: int,
         max_len: int,
         pad_idx: int = 0,
-        emb_size: int = 300,
-        hidden_size: int = 50,
-        fc_size: int = 500,
-        seq_len: int | None = None,
+        *,
+        emb_size: int,
+        hidden_size: int,
+        fc_size: int,
+        seq_len: int | None,
     ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
@@ -224,6 +231,8 @@ class ReportCNNRNN(nn.Module):
 
     At the report's settings (L=50, E=300, C=50, k=3, H=50): P = 149 and flat_features = 50*50 = 2500.
     The sigmoid follows the report's RNN design; the printed module list shows no activations.
+
+    Defaults: configs/model/report_cnn_rnn.yaml; the sizes before ``*`` come from the data.
     """
 
     def __init__(
@@ -232,12 +241,13 @@ class ReportCNNRNN(nn.Module):
         num_classes: int,
         max_len: int,
         pad_idx: int = 0,
-        emb_size: int = 300,
-        channels: int = 50,
-        kernel_size: int = 3,
-        hidden_size: int = 50,
-        fc_size: int = 500,
-        seq_len: int | None = None,
+        *,
+        emb_size: int,
+        channels: int,
+        kernel_size: int,
+        hidden_size: int,
+        fc_size: int,
+        seq_len: int | None,
     ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
@@ -273,6 +283,8 @@ class CNNClassifier(nn.Module):
     Padding: x is right-padded by w_max-1 more pads inside, so every real token starts a window of every
     width, and windows starting on a pad are zeroed before the max (exact, since ReLU outputs are >= 0).
     The set of windows is then the same however many pads follow, so logits are padding invariant.
+
+    Defaults: configs/model/cnn.yaml; the sizes before ``*`` come from the data.
     """
 
     def __init__(
@@ -281,10 +293,11 @@ class CNNClassifier(nn.Module):
         num_classes: int,
         max_len: int,
         pad_idx: int = 0,
-        emb_size: int = 128,
-        widths=(3, 4, 5),
-        filters: int = 100,
-        dropout: float = 0.5,
+        *,
+        emb_size: int,
+        widths: Sequence[int],
+        filters: int,
+        dropout: float,
     ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
@@ -318,6 +331,8 @@ class GRUClassifier(nn.Module):
     x [B, L] -> [B, L, E] -> GRU packed to each row's length -> [B, T, dirs*H] -> pool [B, dirs*H] -> logits.
     Packed (see ``_run_gru``), so padding invariant, and short reviews cost less. A row of only pads is run
     as one pad token.
+
+    Defaults: configs/model/gru_clf.yaml; the sizes before ``*`` come from the data.
     """
 
     def __init__(
@@ -326,12 +341,13 @@ class GRUClassifier(nn.Module):
         num_classes: int,
         max_len: int,
         pad_idx: int = 0,
-        emb_size: int = 128,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        bidirectional: bool = True,
-        dropout: float = 0.3,
-        pooling: str = "max",
+        *,
+        emb_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bidirectional: bool,
+        dropout: float,
+        pooling: str,
     ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
@@ -365,6 +381,8 @@ class CNNRNNClassifier(nn.Module):
 
     The max-pool over time shortens the sequence the (slow, sequential) GRU has to read by ``pool``.
     Padding invariant, for the same reasons as ``CNNClassifier`` and ``GRUClassifier``.
+
+    Defaults: configs/model/cnn_rnn.yaml; the sizes before ``*`` come from the data.
     """
 
     def __init__(
@@ -373,15 +391,16 @@ class CNNRNNClassifier(nn.Module):
         num_classes: int,
         max_len: int,
         pad_idx: int = 0,
-        emb_size: int = 128,
-        channels: int = 128,
-        kernel_size: int = 5,
-        pool: int = 4,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        bidirectional: bool = True,
-        dropout: float = 0.3,
-        pooling: str = "max",
+        *,
+        emb_size: int,
+        channels: int,
+        kernel_size: int,
+        pool: int,
+        hidden_size: int,
+        num_layers: int,
+        bidirectional: bool,
+        dropout: float,
+        pooling: str,
     ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
@@ -458,6 +477,8 @@ class FastText(nn.Module):
     U(-1/D, 1/D), classifier zero. With ``sparse=False`` the tables' gradients are dense: with Adam, every
     step touches all ``buckets * D`` weights. ``sparse=True`` gives sparse gradients (only the rows a
     batch uses), as fastText's own SGD does: far faster, and it needs ``trainer.optimizer=sgd``.
+
+    Defaults: configs/model/fasttext.yaml; the sizes before ``*`` come from the data.
     """
 
     def __init__(
@@ -466,10 +487,11 @@ class FastText(nn.Module):
         num_classes: int,
         max_len: int,
         pad_idx: int = 0,
-        emb_size: int = 50,
-        ngrams: int = 2,
-        buckets: int = 500_000,
-        sparse: bool = False,
+        *,
+        emb_size: int,
+        ngrams: int,
+        buckets: int,
+        sparse: bool,
     ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)
@@ -541,6 +563,8 @@ class NBSVM(nn.Module):
     apart moves fast, a neutral one hardly at all. ``nb_weight`` > 0 adds a fixed naive-Bayes vote, so
     training starts from the NB classifier (Wang & Manning's interpolation); on IMDB it did not help (0.4:
     valid 91.6 %, 0.2: 91.9-92.4 %, 0: 92.0-92.4 %; docs/RESULTS.md).
+
+    Defaults: configs/model/nbsvm.yaml; the sizes before ``*`` come from the data.
     """
 
     def __init__(
@@ -549,11 +573,12 @@ class NBSVM(nn.Module):
         num_classes: int,
         max_len: int,
         pad_idx: int = 0,
-        ngrams: int = 3,
-        max_features: int = 1_000_000,
-        alpha: float = 1.0,
-        nb_weight: float = 0.0,
-        scale: float = 10.0,
+        *,
+        ngrams: int,
+        max_features: int,
+        alpha: float,
+        nb_weight: float,
+        scale: float,
     ):
         super().__init__()
         _check_task(vocab_size, num_classes, max_len, pad_idx)

@@ -22,21 +22,24 @@ class RNNLanguageModel(nn.Module):
     ``init``: ``uniform`` (every weight U(-init_range, init_range), decoder bias 0, as Zaremba et al.),
     ``identity`` (IRNN: recurrent matrices = identity_scale * I, all biases 0, input weights
     N(0, input_std^2)), or ``default`` (PyTorch's own initialisation of each module).
+
+    Defaults: configs/model/lstm.yaml (the other LM configs extend it); ``vocab_size`` comes from the data.
     """
 
     def __init__(
         self,
         vocab_size: int,
-        cell: str = "LSTM",
-        emb_size: int = 200,
-        hidden_size: int = 200,
-        num_layers: int = 2,
-        dropout: float = 0.2,
-        tie_weights: bool = False,
-        init: str = "uniform",
-        init_range: float = 0.1,
-        identity_scale: float = 1.0,
-        input_std: float = 0.001,
+        *,
+        cell: str,
+        emb_size: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+        tie_weights: bool,
+        init: str,
+        init_range: float,
+        identity_scale: float,
+        input_std: float,
     ):
         super().__init__()
         check_lm_config(vocab_size, cell, emb_size, hidden_size, num_layers, dropout, tie_weights, init)

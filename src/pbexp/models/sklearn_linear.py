@@ -31,11 +31,12 @@ class SklearnLinear(SelfTrainedModel):
         num_classes: int,
         max_len: int,
         pad_idx: int = 0,
-        weighting: str = "nb",
-        ngrams: int = 2,
-        min_df: int = 1,
-        C: float = 1.0,
-        alpha: float = 1.0,
+        *,  # defaults: configs/model/sklearn_linear.yaml
+        weighting: str,
+        ngrams: int,
+        min_df: int,
+        C: float,
+        alpha: float,
     ):
         check_choice("model.weighting", weighting, WEIGHTINGS)
         if weighting == "nb" and num_classes != 2:
