@@ -27,7 +27,7 @@ from pbexp.models.self_trained import SelfTrainedModel
 from pbexp.rundir import RunDir
 from pbexp.training import checkpoint as ckpt
 from pbexp.training import distributed, runtime
-from pbexp.training.logger import RunLogger, hparams_of
+from pbexp.training.logger import RunLogger, headline, hparams_of
 from pbexp.training.self_trained import SelfTrainedTrainer
 from pbexp.training.tasks import build_task
 from pbexp.training.trainer import Trainer
@@ -47,23 +47,13 @@ def train(cfg: DictConfig, run_dir: str | Path | RunDir) -> dict:
     data = instantiate(cfg.dataset)
     task = build_task(data, cfg.trainer, device, world.rank, world.world_size)
     check_overrides_apply(cfg.model, task.kind, cli.hydra_overrides())
-    model = build_model(cfg.model, data.vocab, task.kind, data.training_sentences, cfg.seed, **task.model_kwargs()).to(
-        device
-    )
+    model = build_model(cfg.model, data.vocab, task.kind, data.training_sentences, cfg.seed, **task.model_kwargs())
+    model.to(device)
     if isinstance(model, SelfTrainedModel):  # e.g. the fastText library: its own loop, our metrics
         trainer = SelfTrainedTrainer(cfg.trainer, task, model, run_dir)
     else:
-        trainer = Trainer(
-            cfg.trainer,
-            task,
-            model,
-            run_dir,
-            device,
-            cfg.seed,
-            is_main=world.is_main,
-            ddp_model=distributed.wrap(model, world, device),
-            on_epoch=search.epoch_reporter_of_this_job(),
-        )
+        ddp, report_epoch = distributed.wrap(model, world, device), search.epoch_reporter_of_this_job()
+        trainer = Trainer(cfg.trainer, task, model, run_dir, device, cfg.seed, world.is_main, ddp, report_epoch)
     resumed = trainer.resume()
     if not resumed:  # a resumed run has its own weights and statistics in its checkpoint
         if hasattr(model, "fit_statistics"):  # fixed statistics of the training split (NBSVM's)
@@ -77,38 +67,22 @@ def train(cfg: DictConfig, run_dir: str | Path | RunDir) -> dict:
             run_dir.clear_started()
         data.vocab.save(run_dir.vocab)
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    log.info(
-        "model %s: %.2fM parameters, device %s, run dir %s", type(model).__name__, n_params / 1e6, device, run_dir.path
-    )
+    name = type(model).__name__
+    log.info("model %s: %.2fM parameters, device %s, run dir %s", name, n_params / 1e6, device, run_dir.path)
 
     logger = RunLogger(run_dir, purge_step=trainer.step + 1 if resumed else None, enabled=world.is_main)
     if not resumed:
         logger.describe(OmegaConf.to_yaml(cfg), task.metric_keys)
     start = time.time()
     record = trainer.run(logger)
-    results = {
-        "status": "completed",
-        "task": task.kind,
-        "model": type(model).__name__,
-        "params": n_params,
-        "monitor": f"valid/{task.monitor}",
-        "overrides": cli.hydra_overrides(),
-        "wall_s": time.time() - start,
-        **record,
-    }
+    results = {"status": "completed", "task": task.kind, "model": name, "params": n_params}
+    results |= {"monitor": f"valid/{task.monitor}", "overrides": cli.hydra_overrides(), "wall_s": time.time() - start}
+    results |= record
     if world.is_main:
         run_dir.write_results(results)
-    logger.hparams(
-        hparams_of(cfg, results["overrides"], cli.hydra_choices()),
-        {k: v for k, v in results.items() if k.startswith(("valid/", "test/")) and isinstance(v, float)},
-    )
+    logger.hparams(hparams_of(cfg, results["overrides"], cli.hydra_choices()), results)
     logger.close()
-    summary = " ".join(
-        f"{k} {results[k]:.4g}"
-        for k in results
-        if k.startswith(("valid/", "test/")) and k.split("/")[1] in ("ppl", "acc", "f1")
-    )
-    log.info("done: %s -> %s", summary, run_dir.results)
+    log.info("done: %s -> %s", headline(results), run_dir.results)
     return results
 
 

@@ -61,11 +61,13 @@ class RunLogger:
         if self.enabled:
             self.run_dir.append_metrics(record)
 
-    def hparams(self, params: dict, metrics: dict) -> None:
+    def hparams(self, params: dict, results: dict) -> None:
         """HPARAMS tab entry written into this run's own event file (``SummaryWriter.add_hparams``
-        would open a second, timestamped run directory: the 'phantom run' pitfall)."""
+        would open a second, timestamped run directory: the 'phantom run' pitfall). Its metrics are the
+        results' valid and test figures."""
         if not self.enabled:
             return
+        metrics = {k: v for k, v in results.items() if k.startswith(("valid/", "test/")) and isinstance(v, float)}
         exp, ssi, sei = hparams(params, metrics)
         writer = self.tb._get_file_writer()
         for summary in (exp, ssi, sei):
@@ -126,6 +128,12 @@ def confusion_figure(matrix, classes):
             ax.text(j, i, str(v), ha="center", va="center")
     fig.tight_layout()
     return fig
+
+
+def headline(results: dict) -> str:
+    """'valid/ppl 120.3 test/ppl 115.9': the figures a person looks for first, for the last log line."""
+    shown = [k for k in results if k.startswith(("valid/", "test/")) and k.split("/")[1] in ("ppl", "acc", "f1")]
+    return " ".join(f"{k} {results[k]:.4g}" for k in shown)
 
 
 def hparams_of(cfg, overrides: list[str], choices: dict) -> dict:
