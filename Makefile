@@ -38,4 +38,4 @@ lint: install  ## ruff: lint and format check (pyproject.toml [tool.ruff]); `ruf
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs build

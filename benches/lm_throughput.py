@@ -134,7 +134,9 @@ def case_lm(name, args, tmp):
         start = (r * args.steps) % (train.size(0) // bptt - args.steps)
         yield (
             lambda start=start: plain_lm(copy.deepcopy(base), train, args.steps, bptt, lr, 0.25, start * bptt),
-            lambda start=start: pbexp_run(copy.deepcopy(base), LMTask(data, bs, bptt, device=dev), cfg, start, 0, tmp),
+            lambda start=start: pbexp_run(
+                copy.deepcopy(base), LMTask(data, bs, bptt, cfg.eval_batch_size, device=dev), cfg, start, 0, tmp
+            ),
         )
 
 
@@ -147,7 +149,7 @@ def case_cnn(args, tmp):
     sizes = {"vocab_size": len(data.vocab), "num_classes": 2, "max_len": data.max_len, "pad_idx": data.pad_idx}
     base = build_model(full.model, data.vocab, "clf", **sizes).to(dev)
     for r in range(args.repeats):
-        task = ClassificationTask(data, bs, device=dev)
+        task = ClassificationTask(data, bs, cfg.eval_batch_size, device=dev)
         # The same examples in the same order for both: the task's shuffle for (seed=r, epoch=1).
         order = task.order(1, r)
         x, y = data.train_x[order].to(dev), data.train_y[order].to(dev)

@@ -30,7 +30,7 @@ def test_classification_batches_are_pinned_and_copied_to_the_gpu():
 
     x, y = torch.randint(2, 10, (8, 5)), torch.randint(0, 2, (8,))
     data = ClassificationData(Vocab([str(i) for i in range(10)]), ["a", "b"], 5, x, y, x, y, x, y)
-    task = ClassificationTask(data, batch_size=4, device="cuda")
+    task = ClassificationTask(data, batch_size=4, eval_batch_size=256, device="cuda")
     assert task.splits["train"][0].is_pinned()
     xb, yb = next(iter(task.train_batches(1, 0)))
     assert xb.is_cuda and yb.is_cuda

@@ -18,6 +18,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -33,7 +34,7 @@ log = logging.getLogger("pbexp")
 EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
 
-def prepare(argv: list[str]):
+def prepare(argv: list[str]) -> tuple[list[str], IO | None]:
     """The argv Hydra should run, after every check that can fail before anything is written (PbexpError
     for the user's mistakes), and the open lock file of the run or sweep dir: keep it open while running."""
     cfg = _check_overrides(argv)

@@ -31,6 +31,14 @@ _RESULTS, _METRICS, _VOCAB, _TB, _CHECKPOINTS, _HYDRA = (
 _LAST, _BEST, _LOCK = "last.pt", "best.pt", ".pbexp.lock"
 
 
+def _epoch_of(line: str) -> float:
+    """The epoch of one metrics line; infinity for a line that is not a record (a half-written one)."""
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 class RunDir:
     """One run's folder. Cheap to make (nothing is read or created until asked); ``os.fspath`` gives its path."""
 
@@ -161,8 +169,10 @@ class RunDir:
         """On resume: drop the epoch records a killed process wrote after the checkpoint we resume from."""
         if not self.metrics.exists():
             return
-        kept = [r for r in self.read_metrics() if r["epoch"] <= keep_epochs]
-        write_atomic(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        kept = [
+            line for line in self.metrics.read_text(encoding="utf-8").splitlines() if _epoch_of(line) <= keep_epochs
+        ]
+        write_atomic(self.metrics, "".join(line + "\n" for line in kept))  # the lines as written: nothing merged
 
     def clear_started(self) -> None:
         """A fresh start in a folder where an earlier attempt died before its first checkpoint: its epoch

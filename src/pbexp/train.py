@@ -30,7 +30,7 @@ from pbexp.training import distributed, runtime
 from pbexp.training.logger import RunLogger, headline, hparams_of
 from pbexp.training.self_trained import SelfTrainedTrainer
 from pbexp.training.tasks import build_task
-from pbexp.training.trainer import Trainer
+from pbexp.training.trainer import RunTrainer, Trainer
 
 __all__ = ["CONFIG_DIR", "train", "main"]
 log = logging.getLogger("pbexp")
@@ -49,6 +49,7 @@ def train(cfg: DictConfig, run_dir: str | Path | RunDir) -> dict:
     check_overrides_apply(cfg.model, task.kind, cli.hydra_overrides())
     model = build_model(cfg.model, data.vocab, task.kind, data.training_sentences, cfg.seed, **task.model_kwargs())
     model.to(device)
+    trainer: RunTrainer
     if isinstance(model, SelfTrainedModel):  # e.g. the fastText library: its own loop, our metrics
         trainer = SelfTrainedTrainer(cfg.trainer, task, model, run_dir)
     else:

@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from pbexp.errors import ConfigError, PbexpError
 from pbexp.training import distributed
@@ -32,7 +33,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def setup(trainer_cfg, seed: int) -> tuple[distributed.World, torch.device]:
+def setup(trainer_cfg: DictConfig, seed: int) -> tuple[distributed.World, torch.device]:
     """The process group (torchrun's, or one process), this process's device, its threads and seeds."""
     world = distributed.from_env()
     if trainer_cfg.batch_size % world.world_size:

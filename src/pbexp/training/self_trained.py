@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import time
 
+from omegaconf import DictConfig
+
 from pbexp.errors import ConfigError
+from pbexp.models.self_trained import SelfTrainedModel
 from pbexp.rundir import RunDir
 from pbexp.training import checkpoint as ckpt
 from pbexp.training.logger import RunLogger
@@ -18,7 +21,7 @@ LOOP_BUDGETS = ("max_steps", "limit_batches", "max_minutes")
 
 
 class SelfTrainedTrainer:
-    def __init__(self, cfg, task: Task, model, run_dir: RunDir):
+    def __init__(self, cfg: DictConfig, task: Task, model: SelfTrainedModel, run_dir: RunDir):
         for key in LOOP_BUDGETS:
             if cfg[key]:
                 raise ConfigError(
@@ -41,7 +44,7 @@ class SelfTrainedTrainer:
     def run(self, logger: RunLogger) -> dict:
         task, model = self.task, self.model
         t0 = time.perf_counter()
-        model.fit(task, self.run_dir)
+        model.fit(task, self.run_dir.path)
         seconds = time.perf_counter() - t0
         valid = task.evaluate(model, "valid")
         ckpt.save_atomic({"model": {}, "epoch": 1, "valid": valid}, self.run_dir.best)

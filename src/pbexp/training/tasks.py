@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 
 from pbexp.data.base import ClassificationData, LMData
 from pbexp.training.metrics import classification_metrics, perplexity
+
+if TYPE_CHECKING:
+    from pbexp.training.logger import RunLogger
 
 
 class Task(Protocol):
@@ -27,7 +31,12 @@ class Task(Protocol):
     monitor: str  # the valid metric that picks the best checkpoint...
     monitor_mode: str  # ...and whether lower ("min") or higher ("max") is better
     metric_keys: tuple[str, ...]  # the metrics drawn as train-vs-valid charts in TensorBoard
+    data: LMData | ClassificationData  # what the dataset module returned
 
+    @classmethod
+    def from_config(
+        cls, data, trainer_cfg: DictConfig, device: torch.device | str, rank: int = 0, world_size: int = 1
+    ) -> Task: ...
     def model_kwargs(self) -> dict: ...
     def num_batches(self) -> int: ...
     def start_epoch(self, model, epoch: int, seed: int) -> None: ...
@@ -36,7 +45,7 @@ class Task(Protocol):
     def summarise(self, total_loss: float, count: int) -> dict: ...
     def eval_batches(self, split: str) -> int: ...
     def evaluate(self, model, split: str, tick: Callable[[], None] | None = None) -> dict: ...
-    def log_extras(self, logger, split: str, metrics: dict, step: int) -> None: ...
+    def log_extras(self, logger: RunLogger, split: str, metrics: dict, step: int) -> None: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
 
@@ -87,7 +96,9 @@ class LMTask:
     metric_keys = ("loss", "ppl")
 
     @classmethod
-    def from_config(cls, data: LMData, trainer_cfg, device, rank: int = 0, world_size: int = 1) -> LMTask:
+    def from_config(
+        cls, data: LMData, trainer_cfg: DictConfig, device: torch.device | str, rank: int = 0, world_size: int = 1
+    ) -> LMTask:
         return cls(
             data, trainer_cfg.batch_size, trainer_cfg.bptt, trainer_cfg.eval_batch_size, device, rank, world_size
         )
@@ -97,8 +108,8 @@ class LMTask:
         data: LMData,
         batch_size: int,
         bptt: int,
-        eval_batch_size: int = 10,
-        device="cpu",
+        eval_batch_size: int,  # defaults: configs/trainer/lm.yaml
+        device: torch.device | str = "cpu",
         rank: int = 0,
         world_size: int = 1,
     ):
@@ -158,7 +169,7 @@ class LMTask:
         nll = total.item()
         return {"loss": nll / count, "ppl": perplexity(nll, count)}
 
-    def log_extras(self, logger, split: str, metrics: dict, step: int) -> None:
+    def log_extras(self, logger: RunLogger, split: str, metrics: dict, step: int) -> None:
         pass  # perplexity is all there is
 
     def state_dict(self) -> dict:
@@ -179,7 +190,12 @@ class ClassificationTask:
 
     @classmethod
     def from_config(
-        cls, data: ClassificationData, trainer_cfg, device, rank: int = 0, world_size: int = 1
+        cls,
+        data: ClassificationData,
+        trainer_cfg: DictConfig,
+        device: torch.device | str,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> ClassificationTask:
         return cls(data, trainer_cfg.batch_size, trainer_cfg.eval_batch_size, device, rank, world_size)
 
@@ -187,8 +203,8 @@ class ClassificationTask:
         self,
         data: ClassificationData,
         batch_size: int,
-        eval_batch_size: int = 256,
-        device="cpu",
+        eval_batch_size: int,  # defaults: configs/trainer/clf.yaml
+        device: torch.device | str = "cpu",
         rank: int = 0,
         world_size: int = 1,
     ):
@@ -264,7 +280,7 @@ class ClassificationTask:
         out["loss"] = loss
         return out
 
-    def log_extras(self, logger, split: str, metrics: dict, step: int) -> None:
+    def log_extras(self, logger: RunLogger, split: str, metrics: dict, step: int) -> None:
         """The confusion matrix, as a figure labelled with the class names."""
         logger.confusion(f"{split}/confusion", metrics["confusion"], self.data.classes, step)
 
@@ -276,10 +292,16 @@ class ClassificationTask:
 
 
 # data.task -> the task class; a new kind of dataset registers its task here.
-TASKS: dict[str, Any] = {"lm": LMTask, "clf": ClassificationTask}
+TASKS: dict[str, type[Task]] = {"lm": LMTask, "clf": ClassificationTask}
 
 
-def build_task(data, trainer_cfg, device, rank: int = 0, world_size: int = 1) -> Task:
+def build_task(
+    data: LMData | ClassificationData,
+    trainer_cfg: DictConfig,
+    device: torch.device | str,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Task:
     """The task object for a dataset's kind (``data.task``), sized by the trainer config."""
     if data.task not in TASKS:
         raise ValueError(f"unknown task kind {data.task!r}; known: {list(TASKS)}")

@@ -13,10 +13,13 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
+from typing import Protocol
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from pbexp.errors import ConfigError, Diverged, PbexpError
@@ -78,10 +81,20 @@ def make_scheduler(cfg, optimizer):
     return SCHEDULES[cfg.schedule](cfg, optimizer)
 
 
+class RunTrainer(Protocol):
+    """What train() needs of a trainer: ours (``Trainer``) or a self-training model's (``SelfTrainedTrainer``)."""
+
+    epoch: int  # the epoch to run next (after resume(): the one to continue)
+    step: int  # optimiser steps done
+
+    def resume(self) -> bool: ...
+    def run(self, logger: RunLogger) -> dict: ...
+
+
 class Trainer:
     def __init__(
         self,
-        cfg,
+        cfg: DictConfig,
         task: Task,
         model: nn.Module,
         run_dir: RunDir,
@@ -89,11 +102,11 @@ class Trainer:
         seed: int,
         is_main: bool = True,
         ddp_model: nn.Module | None = None,
-        on_epoch=None,
+        on_epoch: Callable[[int, float], None] | None = None,
     ):
         self.cfg, self.task, self.model, self.run_dir = cfg, task, model, RunDir(run_dir)
         self.net = ddp_model or model  # what the forward pass goes through (DDP wrapper or the model)
-        if getattr(cfg, "compile", False):
+        if cfg.compile:
             import torch._dynamo
 
             torch._dynamo.config.allow_rnn = True  # without it torch.compile skips nn.LSTM/GRU entirely
@@ -115,7 +128,7 @@ class Trainer:
                 cfg.optimizer,
                 "sgd or adagrad: the model has sparse embeddings (model.sparse=true), which only those update",
             )
-        # A model that trains itself (models/fasttext_lib.py) has no parameters for us to optimise.
+        # A model with every weight frozen has nothing to optimise: it is only evaluated.
         self.optimizer = make_optimizer(cfg, self.params) if self.params else None
         self.scheduler = make_scheduler(cfg, self.optimizer) if self.params else None
         # Counters; restored by resume().
@@ -323,10 +336,8 @@ class Trainer:
                     logger.scalars("opt", {"lr": self.lr, "grad_norm": float(grad_norm)}, self.step)
                     logger.scalars("perf", {f"{task.unit}_per_s": speed}, self.step)
                     eta = self.run_eta(total)
-                    progress.update(
-                        self.batch_in_epoch,
-                        {**info, f"{task.unit}/s": round(speed), **({"run ETA": format_seconds(eta)} if eta else {})},
-                    )
+                    shown_eta = {} if eta is None else {"run ETA": format_seconds(eta)}
+                    progress.update(self.batch_in_epoch, {**info, f"{task.unit}/s": round(speed), **shown_eta})
                 loss_sum.zero_()
                 count, t_log = 0, now
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
@@ -405,12 +416,12 @@ class Trainer:
         """Train (SIGINT/SIGTERM stop it after the current step, with a checkpoint: KeyboardInterrupt), then
         test the best weights; the final record: counters, the last epoch's train/perf figures, the best
         weights' valid metrics and their test metrics."""
-        with stop_on_signals(self) as stop:
+        with stop_on_signals(self) as stop:  # a signal during the test pass is ignored: it finishes and is written
             last = self.fit(logger)
             if self.stop_requested:
                 raise KeyboardInterrupt(stop["signal"])
-        distributed.barrier()
-        test = self.test()
+            distributed.barrier()
+            test = self.test()
         if self.is_main:
             logger.scalars("test", test, self.step)
             self.task.log_extras(logger, "test", test, self.step)
