@@ -427,6 +427,19 @@ def test_failed_diverged_and_missing_results_are_rows_marked_failed(tmp_path, ca
     assert "3 failed" in out.splitlines()[0]
 
 
+def test_a_pruned_search_trial_is_a_row_marked_pruned_not_failed(tmp_path, capsys):
+    sweep = key_sweep(tmp_path, "layers", "num_layers", [1, 2, 3])
+    RunDir(sweep / "1").write_results(
+        {"status": "pruned", "error": "trial 1 pruned after epoch 2 (valid 922.3)", "overrides": []}
+    )
+    RunDir(sweep / "2").write_results({"status": "failed", "error": "boom", "overrides": []})
+    rows = {r["Layers"]: r for r in json_rows(capsys, sweep, "--table", "layers")}
+    assert rows[2]["Status"] == "pruned: trial 1 pruned after epoch 2 (valid 922.3)" and rows[2]["Test ppl"] is None
+    assert rows[3]["Status"] == "failed: boom"
+    code, out, _ = run_report(capsys, sweep, "--table", "layers")
+    assert code == 0 and out.splitlines()[0].endswith("3 run(s) from " + str(sweep) + ", 1 failed, 1 pruned**")
+
+
 def test_failed_run_keeps_its_column_in_the_pretrained_table(tmp_path, capsys):
     sweep = tmp_path / "pre"
     ok = lm_metrics(2, 300.0)

@@ -55,7 +55,7 @@ def plot_curves(runs: list[Run], path: Path) -> None:
     labels = distinguishing_overrides(runs)
     fig, ax = plt.subplots(figsize=(8, 5))
     for run in with_curves:
-        label = (labels[run.label] or run.label) + ("" if run.completed else " (failed)")
+        label = (labels[run.label] or run.label) + ("" if run.completed else " (pruned)" if run.pruned else " (failed)")
         steps = [m.get("step", m["epoch"]) for m in run.metrics]
         (line,) = ax.plot(
             steps, [m.get("valid/ppl" if lm else "valid/acc") for m in run.metrics], marker="o", label=label

@@ -51,9 +51,11 @@ def to_json(table: Table) -> str:
 
 
 def title_of(table: Table, runs: list[Run], dirs: list[Path]) -> str:
-    failed = sum(not r.completed for r in runs)
+    failed = sum(not r.completed and not r.pruned for r in runs)
+    pruned = sum(r.pruned for r in runs)
     where = ", ".join(str(d) for d in dirs)
-    return f"{table.title}: {len(runs)} run(s) from {where}" + (f", {failed} failed" if failed else "")
+    counts = (f", {failed} failed" if failed else "") + (f", {pruned} pruned" if pruned else "")
+    return f"{table.title}: {len(runs)} run(s) from {where}{counts}"
 
 
 def format_table(table: Table, fmt: str, title: str, notes: list[str], references: list[str]) -> str:

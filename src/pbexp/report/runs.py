@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from pbexp import search
 from pbexp.checks import is_number
 from pbexp.errors import PbexpError
 from pbexp.rundir import RunDir
@@ -35,12 +36,18 @@ class Run:
         return self.results.get("status") == "completed"
 
     @property
+    def pruned(self) -> bool:
+        """A search trial Optuna stopped on purpose: no result, but no failure either."""
+        return self.results.get("status") == search.PRUNED
+
+    @property
     def status_text(self) -> str:
-        """'completed', or 'failed: <first ~80 characters of the error>'."""
+        """'completed', or 'failed: <first ~80 characters of the error>' ('pruned: ...' for a stopped trial)."""
         if self.completed:
             return "completed"
         error = " ".join(str(self.results.get("error") or f"status {self.results.get('status')!r}").split())
-        return "failed: " + (error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "…")
+        word = search.PRUNED if self.pruned else "failed"
+        return f"{word}: " + (error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "…")
 
     def result(self, key: str):
         """A number from the results record, None for failed runs (their leftovers are not results)."""
