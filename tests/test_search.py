@@ -3,6 +3,7 @@
 import yaml
 
 from helpers.cli import cli_env, run_cli
+from helpers.configs import TINY_LM_SIZES
 from helpers.data import write_tiny_ptb
 from pbexp.rundir import RunDir
 
@@ -20,13 +21,7 @@ hydra:
       trainer.lr: tag(log, interval(0.001, 30.0))
 """
 TINY = [
-    "model.emb_size=16",
-    "model.hidden_size=16",
-    "model.num_layers=1",
-    "model.dropout=0.0",
-    "trainer.batch_size=4",
-    "trainer.bptt=8",
-    "trainer.eval_batch_size=4",
+    *TINY_LM_SIZES,
     "trainer.checkpoint_every=0",
     "trainer.epochs=3",
     "trainer.limit_batches=6",

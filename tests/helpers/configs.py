@@ -17,8 +17,8 @@ from pbexp.train import CONFIG_DIR  # pbexp.train also registers the Optuna swee
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("PBEXP_DATA_MIRROR") or REPO.parent / "shared" / "data")
 
-# A language model small enough to train in seconds on the tiny PTB (helpers.data.write_tiny_ptb).
-TINY_LM = [
+# The sizes of a language model small enough to train in seconds on the tiny PTB (helpers.data.write_tiny_ptb)...
+TINY_LM_SIZES = [
     "model.emb_size=16",
     "model.hidden_size=16",
     "model.num_layers=1",
@@ -26,6 +26,10 @@ TINY_LM = [
     "trainer.batch_size=4",
     "trainer.bptt=8",
     "trainer.eval_batch_size=4",
+]
+# ...and how it trains there.
+TINY_LM = [
+    *TINY_LM_SIZES,
     "trainer.log_every=5",
     "trainer.epochs=2",
     "trainer.lr=5",
