@@ -7,6 +7,7 @@ a new test (as lightning-hydra-template's ``experiment=glob(*)``).
 
 import functools
 import inspect
+import math
 import re
 import typing
 from pathlib import Path
@@ -265,8 +266,8 @@ def test_lm_model_configs_build_the_named_cell_with_the_configured_init(args, ce
         for n, w in recurrent.items():  # (a gated cell would hold one block per gate)
             assert torch.equal(w, (scale * torch.eye(hidden)).repeat(w.shape[0] // hidden, 1)), n
         assert all(not p.any() for n, p in model.rnn.named_parameters() if n.startswith("bias"))
-    else:  # U(-r, r), so no identity structure
-        r = cfg.model.init_range
+    else:  # uniform: U(-r, r); io_uniform (the report's code): PyTorch's U(-1/sqrt(H), ...); no identity structure
+        r = cfg.model.init_range if cfg.model.init == "uniform" else 1 / math.sqrt(hidden)
         for n, w in recurrent.items():
             assert w.abs().max() <= r and not torch.allclose(w[:hidden], w[:hidden].diag().diag()), n
 

@@ -27,38 +27,7 @@ def test_each_cell_runs_forward_and_backward(cell):
     assert m.rnn.mode == {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN_TANH", "RNN_RELU": "RNN_RELU"}[cell]
 
 
-IDENTITY_RELU = dict(cell="RNN_RELU", init="identity")  # the IRNN: a ReLU RNN with the identity init
-
-
-def test_irnn_init_is_identity_with_zero_biases():
-    torch.manual_seed(0)
-    m = make_model(
-        "lstm",
-        vocab_size=30,
-        **IDENTITY_RELU,
-        emb_size=6,
-        hidden_size=10,
-        num_layers=3,
-        identity_scale=1.0,
-        input_std=0.001,
-    )
-    for layer in range(3):
-        assert torch.equal(getattr(m.rnn, f"weight_hh_l{layer}"), torch.eye(10))
-        assert torch.count_nonzero(getattr(m.rnn, f"bias_hh_l{layer}")) == 0
-        assert torch.count_nonzero(getattr(m.rnn, f"bias_ih_l{layer}")) == 0
-    w = m.rnn.weight_ih_l0.detach()
-    assert w.abs().max() < 0.01 and w.std().item() == pytest.approx(0.001, rel=0.3)  # N(0, 0.001^2)
-
-
-def test_identity_scale():
-    m = make_model("lstm", vocab_size=30, **IDENTITY_RELU, emb_size=6, hidden_size=5, num_layers=1, identity_scale=0.5)
-    assert torch.equal(m.rnn.weight_hh_l0, 0.5 * torch.eye(5))
-
-
-def test_uniform_init_range_and_zero_decoder_bias():
-    m = make_model("lstm", vocab_size=40, emb_size=8, hidden_size=8, init="uniform", init_range=0.05)
-    assert all(p.abs().max() <= 0.05 for p in m.parameters())
-    assert torch.count_nonzero(m.decoder.bias) == 0
+# Each init's distribution, for every cell: tests/test_lm_init.py.
 
 
 def test_tied_weights_share_one_tensor():

@@ -1,10 +1,11 @@
 """The numbers in a run's results recomputed independently from what a run leaves behind.
 
 A tiny LM and a tiny classifier are trained through the real code (``pbexp.train.train``); then the best
-checkpoint's weights are loaded into plain ``torch.nn`` modules, the data is read from the text files
-written here, batched the way pytorch/examples' word_language_model does it (or one review at a time), and
-the metrics are computed with ``F.cross_entropy`` / sklearn. Nothing of pbexp's evaluation, batching or
-metrics code is used for the reference, so a bug there (a dropped last window, a wrong average) shows up
+checkpoint's weights are loaded into plain modules (the LM: the hand-written one of
+helpers.word_language_model), the data is read from the text files written here, batched the way
+pytorch/examples' word_language_model does it (or one review at a time), and the metrics are computed with
+``F.cross_entropy`` / sklearn. Nothing of pbexp's evaluation, batching or metrics code is used for the
+reference, so a bug there (a dropped last window, a wrong average) shows up
 as a mismatch. Plus a hand-worked unit test of ``classification_metrics``.
 """
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
+from helpers import word_language_model as ref
 from helpers.configs import TINY_LM, compose_cfg
 from helpers.data import read_ptb_reference, write_tree
 from pbexp.rundir import RunDir
@@ -28,48 +30,14 @@ from pbexp.training.metrics import classification_metrics
 # ---------------------------------------------------------------- language model
 
 
-def examples_batchify(data: torch.Tensor, bsz: int) -> torch.Tensor:
-    """pytorch/examples word_language_model/main.py ``batchify``."""
-    nbatch = data.size(0) // bsz
-    data = data.narrow(0, 0, nbatch * bsz)
-    return data.view(bsz, -1).t().contiguous()
-
-
-def examples_get_batch(source: torch.Tensor, i: int, bptt: int):
-    """pytorch/examples ``get_batch``: the last window is shorter when the rows run out."""
-    seq_len = min(bptt, len(source) - 1 - i)
-    return source[i : i + seq_len], source[i + 1 : i + 1 + seq_len].reshape(-1)
-
-
-class PlainLSTMLM(nn.Module):
-    """nn.Embedding -> nn.LSTM -> nn.Linear, sized from and loaded with a checkpoint's state dict."""
-
-    def __init__(self, state: dict):
-        super().__init__()
-        vocab, emb = state["embedding.weight"].shape
-        hidden = state["rnn.weight_hh_l0"].shape[1]
-        layers = sum(k.startswith("rnn.weight_ih_l") for k in state)
-        self.embedding, self.rnn = nn.Embedding(vocab, emb), nn.LSTM(emb, hidden, layers)
-        self.decoder = nn.Linear(hidden, vocab)
-        self.load_state_dict(state, strict=True)  # every key used, none missing
-
-    def forward(self, x, hidden):
-        out, hidden = self.rnn(self.embedding(x), hidden)
-        return self.decoder(out), hidden
-
-
-@torch.no_grad()
-def examples_evaluate(model: PlainLSTMLM, source: torch.Tensor, bptt: int) -> float:
-    """pytorch/examples ``evaluate``: mean token NLL over every window of the split (last one included)."""
-    model.eval()
-    shape = (model.rnn.num_layers, source.size(1), model.rnn.hidden_size)
-    hidden = (torch.zeros(shape), torch.zeros(shape))
-    total_loss = 0.0
-    for i in range(0, source.size(0) - 1, bptt):
-        data, targets = examples_get_batch(source, i, bptt)
-        output, hidden = model(data, hidden)
-        total_loss += len(data) * F.cross_entropy(output.view(-1, output.size(-1)), targets).item()
-    return total_loss / (len(source) - 1)
+def reference_lm(state: dict) -> ref.ReferenceRNNModel:
+    """The hand-written LSTM language model of helpers.word_language_model, sized from and loaded with a
+    checkpoint's state dict."""
+    vocab, emb = state["embedding.weight"].shape
+    layers = sum(k.startswith("rnn.weight_ih_l") for k in state)
+    model = ref.ReferenceRNNModel("LSTM", vocab, emb, state["rnn.weight_hh_l0"].shape[1], layers)
+    model.load_state_dict(state, strict=True)  # every key used, none missing
+    return model
 
 
 def test_lm_valid_and_test_perplexity_match_an_independent_recomputation(tiny_ptb, tmp_path):
@@ -80,14 +48,14 @@ def test_lm_valid_and_test_perplexity_match_an_independent_recomputation(tiny_pt
     itos, ids = read_ptb_reference(tiny_ptb / "ptb")
     # vocab.txt is the training words in order of first appearance, so ids mean the same on both sides
     assert run.vocab.read_text(encoding="utf-8").splitlines() == itos
-    model = PlainLSTMLM(torch.load(run.best, weights_only=True)["model"])
+    model = reference_lm(torch.load(run.best, weights_only=True)["model"])
     # The sizes were picked so that both splits end in a short bptt window and valid has a ragged tail
     # (tokens that do not fill a column): counting either wrongly changes the number.
     assert len(ids["valid"]) % eval_bsz
     for split in ("valid", "test"):
-        source = examples_batchify(ids[split], eval_bsz)
+        source = ref.batchify(ids[split], eval_bsz)
         assert (source.size(0) - 1) % bptt, f"{split}: pick sizes that leave a short last window"
-        loss = examples_evaluate(model, source, bptt)
+        loss = ref.evaluate(model, source, bptt)
         assert results[f"{split}/loss"] == pytest.approx(loss, rel=1e-6), split
         assert results[f"{split}/ppl"] == pytest.approx(math.exp(loss), rel=1e-6), split
 

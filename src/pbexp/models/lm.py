@@ -13,15 +13,19 @@ from pbexp.checks import check_bool, check_choice, check_int, check_number
 from pbexp.errors import ConfigError
 
 CELLS = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN}
-INITS = ("uniform", "identity", "default")
+INITS = ("uniform", "io_uniform", "identity", "default")
 
 
 class RNNLanguageModel(nn.Module):
     """Input ids [T, B] -> logits [T, B, vocab]; carries the hidden state between calls.
 
     ``init``: ``uniform`` (every weight U(-init_range, init_range), decoder bias 0, as Zaremba et al.),
-    ``identity`` (IRNN: recurrent matrices = identity_scale * I, all biases 0, input weights
-    N(0, input_std^2)), or ``default`` (PyTorch's own initialisation of each module).
+    ``io_uniform`` (only the embedding and decoder weights U(-init_range, init_range), decoder bias 0, the RNN
+    left at PyTorch's U(-1/sqrt(H), 1/sqrt(H)): what pytorch/examples' word_language_model, the report's code, does),
+    ``identity`` (IRNN: recurrent matrices = identity_scale * I, all RNN biases 0, input weights
+    N(0, input_std^2); embedding and decoder as ``io_uniform``: an N(0, 1) embedding feeds the unbounded
+    ReLU state inputs ten times larger, and it blew up within ten steps), or ``default`` (PyTorch's own
+    initialisation of each module).
 
     Defaults: configs/model/lstm.yaml (the other LM configs extend it); ``vocab_size`` comes from the data.
     """
@@ -50,14 +54,16 @@ class RNNLanguageModel(nn.Module):
         self.rnn = CELLS[cell](emb_size, hidden_size, num_layers, dropout=dropout if num_layers > 1 else 0.0, **kwargs)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         if init == "uniform":
-            self._init_uniform(init_range)
-        elif init == "identity":
+            self._init_uniform(init_range, self.parameters())
+        if init in ("io_uniform", "identity"):
+            self._init_uniform(init_range, (self.embedding.weight, self.decoder.weight))
+        if init == "identity":
             self._init_identity(identity_scale, input_std)
         if tie_weights:  # Press & Wolf 2017 / Inan et al. 2017: one matrix for input and output words
             self.decoder.weight = self.embedding.weight
 
-    def _init_uniform(self, r: float) -> None:
-        for p in self.parameters():
+    def _init_uniform(self, r: float, params) -> None:
+        for p in params:
             nn.init.uniform_(p, -r, r)
         nn.init.zeros_(self.decoder.bias)
 

@@ -32,6 +32,7 @@ class Task(Protocol):
     monitor_mode: str  # ...and whether lower ("min") or higher ("max") is better
     metric_keys: tuple[str, ...]  # the metrics drawn as train-vs-valid charts in TensorBoard
     data: LMData | ClassificationData  # what the dataset module returned
+    blowup_loss: float  # an evaluation loss above this (or not finite) is an explosion, never a result
 
     @classmethod
     def from_config(
@@ -121,6 +122,9 @@ class LMTask:
         self.train = train[:, rank * per_rank : (rank + 1) * per_rank].contiguous().to(self.device)
         self.eval = {s: batchify(getattr(data, s), eval_batch_size).to(self.device) for s in ("valid", "test")}
         self.hidden = None
+        # Perplexity a thousand times a uniform guess over the vocabulary: no model that learned anything
+        # scores that; a hidden state that grew without bound over the stream does (IRNN, issue 22).
+        self.blowup_loss = math.log(len(data.vocab)) + math.log(1000)
 
     def model_kwargs(self) -> dict:
         return {"vocab_size": len(self.data.vocab)}
@@ -211,6 +215,7 @@ class ClassificationTask:
         # batch_size is the global batch: each of world_size processes takes its share.
         self.data, self.batch_size, self.eval_batch_size = data, batch_size // world_size, eval_batch_size
         self.device, self.rank, self.world_size = torch.device(device), rank, world_size
+        self.blowup_loss = math.inf  # a confidently wrong classifier has a large loss and is still a result
         pin = self.device.type == "cuda"
         self.splits = {
             s: tuple(t.pin_memory() if pin else t for t in data.split(s)) for s in ("train", "valid", "test")

@@ -360,11 +360,7 @@ class Trainer:
         t_valid = time.perf_counter()
         valid = self.evaluate("valid")
         self.valid_seconds = time.perf_counter() - t_valid
-        if not all(math.isfinite(m.get(k, 0.0)) for m in (train, valid) for k in ("loss", "ppl")):
-            raise Diverged(
-                f"validation loss is {valid['loss']:g} after epoch {self.epoch}; the learning rate "
-                f"{self.lr:g} is probably too high: try trainer.lr={self.lr / 4:g}"
-            )
+        self.check_evaluation("valid", valid, train)
         monitored = valid[task.monitor]
         better = self.best is None or (monitored < self.best if task.monitor_mode == "min" else monitored > self.best)
         record = {
@@ -435,7 +431,34 @@ class Trainer:
             state = ckpt.load(self.run_dir.best, map_location=self.device)
             self.model.load_state_dict(state["model"])
             self.best_valid = self.best_valid or state["valid"]
-        return self.evaluate("test")
+        test = self.evaluate("test")
+        self.check_evaluation("test", test)
+        return test
+
+    def check_evaluation(self, split: str, metrics: dict, train: dict | None = None) -> None:
+        """Diverged, with the likelier cause, when a loss is not finite or an evaluation's is past the task's
+        blow-up mark: a training loss that blew up too points at the lr; one that stayed sane points at the
+        state carried through the evaluation stream (a recurrent gain above 1, as an IRNN's can grow)."""
+        loss = metrics["loss"]
+
+        def sane(x: float) -> bool:
+            return math.isfinite(x) and x <= self.task.blowup_loss
+
+        train_sane = train is None or sane(train["loss"])
+        if train_sane and sane(loss):
+            return
+        shown = f"perplexity {metrics['ppl']:.3g}" if "ppl" in metrics else f"loss {loss:.3g}"
+        where = f"{split} {shown}" + (f" after epoch {self.epoch}" if split == "valid" else "")
+        if not train_sane:
+            raise Diverged(
+                f"{where}, training loss {train['loss']:.4g}: the learning rate {self.lr:g} is probably too high: "
+                f"try trainer.lr={self.lr / 4:g}"
+            )
+        trained = "" if train is None else f" while training's was {train.get('ppl', train['loss']):.4g}"
+        raise Diverged(
+            f"{where}{trained}: the evaluation blew up, not the training (the state carried through the "
+            f"{split} stream grew without bound: try a smaller model.identity_scale or trainer.lr)"
+        )
 
     def evaluate(self, split: str) -> dict:
         """task.evaluate with a line before and after, and a progress bar on a terminal: a long evaluation
