@@ -4,9 +4,9 @@ becomes one line and an exit code.
 Before Hydra: the overrides are composed once (a typo is one line, exit 2), ``trainer.resume`` becomes the
 run dir, a run or sweep dir named on the command line is checked writable and locked for the process's
 life, and an existing run dir must be continued with the config it was started with.
-After: a user's mistake, a divergence, an interruption or a pruned trial is one line on stderr, a status
-in the run's results (unless that would overwrite an earlier result) and an exit code; a bug keeps its
-traceback (in a sweep, the other jobs go on).
+After: a user's mistake, a divergence, a full disk, an interruption or a pruned trial is one line on stderr,
+a status in the run's results (unless that would overwrite an earlier result) and an exit code; a bug keeps
+its traceback (in a sweep, the other jobs go on).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pbexp import search
 from pbexp.config import CONFIG_DIR
-from pbexp.errors import Diverged, PbexpError
+from pbexp.errors import DiskFull, Diverged, PbexpError
+from pbexp.files import no_space_errno
 from pbexp.rundir import RunDir
 from pbexp.training import distributed
 
@@ -71,6 +72,8 @@ def failure(e: BaseException, cfg: DictConfig, run_dir: RunDir, multirun: bool) 
             again = _resume_command(run_dir.path)
             msg = f"{why} before the first checkpoint; nothing to resume. Start again with: {again}"
         return msg, "interrupted", EXIT_INTERRUPTED
+    if no_space_errno(e) is not None:  # the machine's limit, like out of memory; the same command resumes
+        return disk_full_message(e, run_dir), "failed", EXIT_USER_ERROR
     if isinstance(e, Diverged):
         return f"diverged: {e}", "diverged", EXIT_DIVERGED
     if isinstance(e, PbexpError):
@@ -81,6 +84,23 @@ def failure(e: BaseException, cfg: DictConfig, run_dir: RunDir, multirun: bool) 
         return None
     log.exception("job failed")  # a bug, but a sweep goes on with the other jobs
     return f"{type(e).__name__}: {e}", "failed", 1
+
+
+def disk_full_message(e: BaseException, run_dir: RunDir) -> str:
+    """One line: what could not be written where, the space needed when known (files.DiskFull says), and the
+    command that continues the run once space is freed."""
+    if not isinstance(e, DiskFull):  # a write outside files.write_atomic: an epoch record, TensorBoard, a log
+        while not (isinstance(e, OSError) and no_space_errno(e) == e.errno):
+            e = e.__cause__ or e.__context__
+        where = Path(e.filename) if e.filename else None
+        folder = where.parent if where else run_dir.path
+        e = (
+            f"disk full: {where.name if where else 'a file'} could not be written in {folder} ({e.strerror}). "
+            "Free space there, then run the same command again"
+        )
+    saved = run_dir.last.exists() or run_dir.last.with_suffix(".prev.pt").exists()  # checkpoint.load_latest's two
+    resumes = " (it resumes from the last checkpoint)" if saved else ""
+    return f"{e}{resumes}: {_resume_command(run_dir.path)}"
 
 
 def is_out_of_memory(e: BaseException) -> bool:

@@ -23,3 +23,14 @@ class DataError(PbexpError):
 
 class Diverged(PbexpError):
     """Training blew up (NaN or infinite loss); the message suggests a lower learning rate."""
+
+
+class DiskFull(PbexpError, OSError):
+    """A write found no space left (ENOSPC) or the quota used up (EDQUOT): files.write_atomic removed its temp
+    file and left the file it would have replaced untouched. The message names the folder and the space
+    needed. Also an OSError, so code that carries on without a file it could not write (a cache) still does,
+    and code that gives up on one (the status record after a failure) still can."""
+
+    def __init__(self, message: str, folder, code: int):
+        super().__init__(message)  # one argument: str() is the message, not "[Errno 28] ..."
+        self.folder, self.errno = folder, code

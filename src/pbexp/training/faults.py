@@ -3,16 +3,24 @@ optimiser step N; ``PBEXP_KILL_AT=checkpoint:N`` SIGKILLs it in the middle of th
 write (temp file written, not yet renamed; writes of the best weights count too). ``PBEXP_KILL_SIGNAL=SIGTERM``
 (or SIGINT, ...) sends that signal at the kill point instead of SIGKILL: a user's Ctrl-C or a
 scheduler's SIGTERM arriving at a known step, with no race against the run finishing first.
+``PBEXP_DISK_FULL_AT=checkpoint:N`` makes the N-th checkpoint write (counted the same way) fail as on a
+full disk: OSError ENOSPC at the same point, for files.write_atomic to handle.
 Unset, it costs one dict lookup at start-up."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
-_SPEC = os.environ.get("PBEXP_KILL_AT", "")
-_KIND, _, _N = _SPEC.partition(":")
-_AT = int(_N) if _N.isdigit() else -1
+
+def _at(spec: str) -> tuple[str, int]:
+    kind, _, n = spec.partition(":")
+    return kind, int(n) if n.isdigit() else -1
+
+
+_KIND, _AT = _at(os.environ.get("PBEXP_KILL_AT", ""))
+_FULL_KIND, _FULL_AT = _at(os.environ.get("PBEXP_DISK_FULL_AT", ""))
 _SIGNAL = getattr(signal, os.environ.get("PBEXP_KILL_SIGNAL") or "SIGKILL")
 _counts = {"checkpoint": 0}
 
@@ -27,7 +35,9 @@ def after_step(step: int) -> None:
 
 
 def during_checkpoint() -> None:
-    if _KIND == "checkpoint":
+    if _KIND == "checkpoint" or _FULL_KIND == "checkpoint":
         _counts["checkpoint"] += 1
-        if _counts["checkpoint"] == _AT:
+        if _KIND == "checkpoint" and _counts["checkpoint"] == _AT:
             _die()
+        if _FULL_KIND == "checkpoint" and _counts["checkpoint"] == _FULL_AT:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
