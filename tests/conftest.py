@@ -33,6 +33,15 @@ def tiny_lm_cfg(tiny_ptb):
 
 
 @pytest.fixture(autouse=True)
+def _cpu_unless_marked_cuda(request, monkeypatch):
+    """On a GPU machine the fast suite stays the CPU suite (its reference numbers are CPU numbers; TF32 alone
+    breaks their 1e-6): a test not marked ``cuda`` sees no GPU, so trainer.device=auto resolves to the CPU in
+    this process, and helpers.cli.cli_env hides the GPUs from the runs it starts."""
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture(autouse=True)
 def _restore_root_logging():
     """A test that runs Hydra in-process leaves root handlers bound to that test's captured stdout; once it is
     closed, every later log line turns into a 'Logging error' on stderr. Remove what each test added."""

@@ -74,6 +74,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("trainer.device", t.device, f"one of {list(DEVICES)} or cuda:<n>")
     check_choice("trainer.amp", t.amp, AMP)
     check_bool("trainer.compile", t.compile)
+    check_bool("trainer.deterministic", t.deterministic)
     if t.init_from is not None and not Path(str(t.init_from)).exists():
         raise ConfigError("trainer.init_from", t.init_from, "a run dir or a .pt checkpoint that exists")
     check_int("seed", cfg.seed, low=None)

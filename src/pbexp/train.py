@@ -44,6 +44,7 @@ def train(cfg: DictConfig, run_dir: str | Path | RunDir) -> dict:
     validate(cfg)
     run_dir.path.mkdir(parents=True, exist_ok=True)
     world, device = runtime.setup(cfg.trainer, cfg.seed)
+    runtime.check_backend(cfg.model, world, device)
     data = instantiate(cfg.dataset)
     task = build_task(data, cfg.trainer, device, world.rank, world.world_size)
     check_overrides_apply(cfg.model, task.kind, cli.hydra_overrides())

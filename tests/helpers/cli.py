@@ -8,11 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 
 def cli_env(**extra) -> dict:
     """This process's environment without the data mirror (a run must find its data where it is told) and
-    without HYDRA_FULL_ERROR, plus ``extra``."""
+    without HYDRA_FULL_ERROR, plus ``extra``. A run sees GPUs only where this process does: only in a test
+    marked ``cuda`` (tests/conftest.py)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PBEXP_DATA_MIRROR", "HYDRA_FULL_ERROR")}
+    if not torch.cuda.is_available():
+        env["CUDA_VISIBLE_DEVICES"] = ""
     env.update(extra)
     return env
 

@@ -85,6 +85,10 @@ class RNNLanguageModel(nn.Module):
     def forward(self, x: torch.Tensor, hidden):
         emb = self.drop(self.embedding(x))
         out, hidden = self.rnn(emb, hidden)
+        # Under autocast the RNN returns its state in low precision (fp16 from cuDNN even under bf16): carried
+        # over the whole stream and checkpointed, it stays in the weights' dtype.
+        dtype = self.rnn.weight_hh_l0.dtype
+        hidden = tuple(h.to(dtype) for h in hidden) if isinstance(hidden, tuple) else hidden.to(dtype)
         return self.decoder(self.drop(out)), hidden
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -24,17 +25,37 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# cuBLAS (every matmul, and cuDNN's RNNs) is deterministic only with a fixed workspace; it reads this when it
+# starts, and PyTorch's deterministic mode refuses cuBLAS calls without it.
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    # Not warn_only: an op without a deterministic kernel must stop a run that asked for determinism, not
+    # leave a warning in a log. (PyTorch's list of such ops names none that the models use.)
+    torch.use_deterministic_algorithms(deterministic)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+def check_backend(model_cfg: DictConfig, world: distributed.World, device: torch.device) -> None:
+    """NCCL (several processes on GPUs) all-reduces dense gradients only; gloo (on CPUs) takes sparse ones too."""
+    if world.distributed and device.type == "cuda" and model_cfg.get("sparse"):
+        raise ConfigError(
+            "model.sparse",
+            model_cfg.sparse,
+            f"false when {world.world_size} processes train on GPUs (NCCL all-reduces dense gradients only; "
+            "one GPU, or CPU processes with gloo, take sparse ones)",
+        )
 
 
 def setup(trainer_cfg: DictConfig, seed: int) -> tuple[distributed.World, torch.device]:
     """The process group (torchrun's, or one process), this process's device, its threads and seeds."""
+    if trainer_cfg.deterministic:  # before anything asks CUDA about its devices (pick_device does)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
     world = distributed.from_env()
     if trainer_cfg.batch_size % world.world_size:
         raise ConfigError(

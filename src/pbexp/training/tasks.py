@@ -83,6 +83,13 @@ def check_lm_sizes(data: LMData, batch_size: int, bptt: int, eval_batch_size: in
         )
 
 
+def input_device(model) -> torch.device:
+    """Where a model reads its input: where its weights are; a model without any (one that trains itself: the
+    fastText library, scikit-learn) reads it on the CPU, whatever the run's device."""
+    weight = next(iter(model.parameters()), None)
+    return weight.device if weight is not None else torch.device("cpu")
+
+
 def detach_hidden(h):
     """Cut the graph at the batch boundary (truncated BPTT) while keeping the values."""
     return tuple(x.detach() for x in h) if isinstance(h, tuple) else h.detach()
@@ -268,10 +275,11 @@ class ClassificationTask:
     def predict(self, model, split: str, tick=None) -> tuple[torch.Tensor, float]:
         model.eval()
         x, y = self.splits[split]
-        preds, total = [], 0.0
+        preds, total, where = [], 0.0, input_device(model)
         for i in range(0, len(y), self.eval_batch_size):
-            xb, yb = x[i : i + self.eval_batch_size].to(self.device), y[i : i + self.eval_batch_size].to(self.device)
-            logits = model(xb)
+            logits = model(x[i : i + self.eval_batch_size].to(where))
+            # The labels go where the logits are: a self-trained model answers on the CPU on a GPU run.
+            yb = y[i : i + self.eval_batch_size].to(logits.device)
             total += F.cross_entropy(logits, yb, reduction="sum").item()
             preds.append(logits.argmax(-1).cpu())
             if tick is not None:
