@@ -221,6 +221,27 @@ def test_every_experiment_preset_resolves_at_every_size_it_declares(name, size):
             assert got == value, key
 
 
+TABLES_WITH_CPU_AND_FULL = [n for n in EXPERIMENTS if {"cpu", "full"} <= set(preset_sizes(n))]
+
+
+@pytest.mark.parametrize("name", TABLES_WITH_CPU_AND_FULL)
+def test_the_cpu_size_runs_the_full_jobs_first_steps(name):
+    # Issue 22: the cpu tables double as the check that every preset=full job starts without diverging,
+    # which holds only if the two sizes differ in nothing but the budget (same model, init, lr, data).
+    budget = {"trainer.epochs", "trainer.limit_batches", "preset"}
+    for override in sweep_overrides(name) or [None]:
+        args = [override] if override else []
+        cpu, full = (
+            {
+                k: v
+                for k, v in leaves(OmegaConf.to_container(compose_cfg([*preset_args(name, size), *args]), resolve=True))
+                if k not in budget and not k.startswith("sizes.")
+            }
+            for size in ("cpu", "full")
+        )
+        assert cpu == full, (name, override)
+
+
 SWEEPS = [(name, override) for name in EXPERIMENTS for override in sweep_overrides(name)]
 
 
