@@ -66,7 +66,10 @@ def irnn_on_ptb(tmp_path, units: int) -> dict:
 def assert_holds(results: dict) -> None:
     assert results["steps"] == 300
     uniform_guess = 10_000  # PTB's vocabulary
-    for key in ("train/ppl", "valid/ppl", "test/ppl"):
+    # train/ppl is the mean over all 300 steps, the first ones near a uniform guess; the evaluations come
+    # after them and must show a model that learned (a blown-up state sits at 1e4 to 1e75 or inf)
+    assert math.isfinite(results["train/ppl"]) and results["train/ppl"] < uniform_guess, results["train/ppl"]
+    for key in ("valid/ppl", "test/ppl"):
         assert math.isfinite(results[key]) and results[key] < uniform_guess / 4, (key, results[key])
 
 
@@ -80,3 +83,26 @@ def test_irnn_at_64_units_trains_300_steps_and_evaluates(tmp_path):
 @pytest.mark.parametrize("units", [250, 650])
 def test_irnn_at_the_reports_sizes_trains_300_steps_and_evaluates(units, tmp_path):
     assert_holds(irnn_on_ptb(tmp_path, units))
+
+
+@needs_ptb
+@pytest.mark.slow
+def test_the_quick_rnn_types_sweep_holds_at_ten_steps(tmp_path):
+    # Issue 22: at ten steps the ReLU cells' weights are mid-transient; with lr 1 the carried state of 2 of 6
+    # seeds blew up over the valid stream and the sweep exited non-zero. Each cell's recipe must hold here.
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=rnn_types",
+            "preset=quick",
+            "trainer.max_steps=10",
+            "trainer.num_threads=1",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        env=cli_env(PBEXP_DATA_MIRROR=MIRROR),
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    statuses = [RunDir(j).read_results()["status"] for j in sorted((tmp_path / "sweep").glob("[0-9]*"))]
+    assert statuses == ["completed"] * 5

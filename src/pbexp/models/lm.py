@@ -23,9 +23,8 @@ class RNNLanguageModel(nn.Module):
     ``io_uniform`` (only the embedding and decoder weights U(-init_range, init_range), decoder bias 0, the RNN
     left at PyTorch's U(-1/sqrt(H), 1/sqrt(H)): what pytorch/examples' word_language_model, the report's code, does),
     ``identity`` (IRNN: recurrent matrices = identity_scale * I, all RNN biases 0, input weights
-    N(0, input_std^2); embedding and decoder as ``io_uniform``: an N(0, 1) embedding feeds the unbounded
-    ReLU state inputs ten times larger, and it blew up within ten steps), or ``default`` (PyTorch's own
-    initialisation of each module).
+    N(0, input_std^2); embedding and decoder as ``io_uniform``, as in the report's code), or ``default``
+    (PyTorch's own initialisation of each module).
 
     Defaults: configs/model/lstm.yaml (the other LM configs extend it); ``vocab_size`` comes from the data.
     """
