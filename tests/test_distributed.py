@@ -79,7 +79,7 @@ def assert_same_params(a, b):
 @pytest.mark.parametrize("kind", ["lm", "clf"])
 def test_ddp_step_equals_single_process_step_on_the_whole_batch(tmp_path, tiny_ptb, kind):
     if kind == "lm":
-        args = [*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.lr=1", "trainer.clip=0.5"]
+        args = [*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.lr=1", "trainer.clip=0.5", "trainer.device=cpu"]
     else:
         write_archive(write_tree(tmp_path / "src"), tmp_path / "data" / "imdb" / "aclImdb_v1.tar.gz")
         args = [
@@ -94,6 +94,7 @@ def test_ddp_step_equals_single_process_step_on_the_whole_batch(tmp_path, tiny_p
             "model.widths=[2,3]",
             "model.dropout=0",
             "trainer.batch_size=8",
+            "trainer.device=cpu",  # gloo on CPUs, whatever GPUs the machine has
         ]
     # the LM run checks the default run dir under torchrun, the classifier run an explicit hydra.run.dir
     run_ddp, ddp = one_step(tmp_path, args, "ddp", distributed=True, default_run_dir=kind == "lm")
