@@ -179,6 +179,7 @@ def test_a_sparse_model_is_refused_only_where_nccl_would_all_reduce(
     gets past the check stops at the data instead."""
     monkeypatch.setenv("WORLD_SIZE", str(world_size))
     monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)  # (CI sets it) dataset.root alone says where the data is
     monkeypatch.setattr(runtime, "pick_device", lambda name: torch.device(device))
     monkeypatch.setattr(distributed, "init", lambda world, dev: dev)  # the process group is not the point
     cfg = compose_cfg(["experiment=imdb_fasttext_whole", f"dataset.root={tmp_path / 'none'}", "dataset.download=false"])
