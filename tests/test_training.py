@@ -33,7 +33,11 @@ def test_results_match_metrics_and_best_checkpoint(tiny_lm_cfg, tmp_path):
     assert state["epoch"] == best["epoch"]
     last = ckpt.load(run.last)
     assert last["epoch"] == 3 and last["step"] == results["steps"]  # the next epoch to run
-    assert set(last) >= {"model", "optimizer", "scheduler", "rng", "task"}
+    assert set(last) >= {"model", "optimizer", "scheduler", "ranks"}
+    # one process's own state (carried hidden state, loss sums, RNG), on the CPU whatever device trained
+    (own,) = last["ranks"]
+    assert set(own) >= {"rng", "task", "epoch_loss", "epoch_count"}
+    assert own["rng"]["torch"].device.type == "cpu"
 
 
 def test_max_steps_stops_early(tiny_ptb, tmp_path):

@@ -125,7 +125,14 @@ def out_of_memory_message(cfg: DictConfig, e: BaseException) -> str:
 
 def _resume_command(run_dir: Path) -> str:
     args = [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "-m", "--multirun"))]
-    return shlex.join(["pbexp-train", *args, f"hydra.run.dir={run_dir}"])
+    world = distributed.from_env()
+    # Under torchrun a mid-epoch checkpoint resumes only with as many processes (each one's state is in it).
+    launch = (
+        ["torchrun", f"--nproc_per_node={world.local_world_size}", "-m", "pbexp.train"]
+        if world.distributed
+        else ["pbexp-train"]
+    )
+    return shlex.join([*launch, *args, f"hydra.run.dir={run_dir}"])
 
 
 def _arg_value(args: list[str], key: str) -> str | None:

@@ -73,6 +73,17 @@ def load_latest(path: str | Path, map_location="cpu"):
     return None
 
 
+def on_cpu(obj):
+    """``obj`` with every tensor in it (through dicts, lists, tuples) copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
+
+
 def rng_state() -> dict:
     """RNG states of python, numpy and torch as plain types (loadable with weights_only=True)."""
     np_state = np.random.get_state()
@@ -85,13 +96,16 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what rng_state() saved. torch takes the states only as CPU ByteTensors, wherever a load put them;
+    CUDA's only for the GPUs this machine has (a checkpoint from a machine with more carries more)."""
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)
 
 
 def weights_of(source: str | Path) -> tuple[dict, Path]:

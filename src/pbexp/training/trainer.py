@@ -5,6 +5,10 @@ device and read back only every ``log_every`` steps (no per-step host sync). Per
 on valid, step the learning-rate schedule, save the resume checkpoint (and the best weights when
 valid improves). At the end: test with the best weights. Checkpoints carry everything needed to
 resume exactly. ``Trainer.run`` does all of it and returns the run's final record.
+
+Under torchrun every process runs this loop in step: each one's own state (carried hidden state, loss sums, RNG
+states) goes into rank 0's checkpoint, and a stop that one process alone sees (a signal, max_minutes by its own
+clock) is decided by all at log points, so that none is left waiting in an all-reduce (``_agree``).
 """
 
 from __future__ import annotations
@@ -107,9 +111,7 @@ class Trainer:
         self.cfg, self.task, self.model, self.run_dir = cfg, task, model, RunDir(run_dir)
         self.net = ddp_model or model  # what the forward pass goes through (DDP wrapper or the model)
         if cfg.compile:
-            import torch._dynamo
-
-            torch._dynamo.config.allow_rnn = True  # without it torch.compile skips nn.LSTM/GRU entirely
+            check_compilable(model)
             self.net = torch.compile(self.net)
         self.device, self.seed, self.is_main = device, seed, is_main
         self.bf16 = cfg.amp == "bf16"
@@ -138,7 +140,9 @@ class Trainer:
         self.valid_seconds = 0.0  # how long the last validation took (for the whole-run ETA)
         self.time_done, self._t_epoch = 0.0, None  # training seconds of finished epochs; current epoch start
         self._reset_epoch_sums()
-        self.stop_requested = False
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        # A signal this process got; and the stops all processes decided together (_agree).
+        self.signal_seen, self.stop_requested, self.out_of_time = False, False, False
         self.on_epoch = on_epoch  # on_epoch(epoch, monitored valid metric) after each epoch's checkpoint
 
     def _reset_epoch_sums(self) -> None:
@@ -149,6 +153,7 @@ class Trainer:
 
     # ---- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """What all processes share (rank 0's copy); what each has of its own is in rank_state()."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -159,11 +164,17 @@ class Trainer:
             "best": self.best,
             "epochs_since_best": self.epochs_since_best,
             "best_valid": self.best_valid,
-            "epoch_loss": self.epoch_loss,
-            "epoch_count": self.epoch_count,
             "epoch_time": self.epoch_time,
             "time_done": self.time_done,
-            "task": self.task.state_dict(),
+        }
+
+    def rank_state(self) -> dict:
+        """This process's own state: the carried LM hidden state (its batch columns), the epoch's loss sums (its
+        share of the data) and its RNG states; on the CPU, for rank 0 to gather into the checkpoint."""
+        return {
+            "task": ckpt.on_cpu(self.task.state_dict()),
+            "epoch_loss": self.epoch_loss.cpu(),
+            "epoch_count": self.epoch_count,
             "rng": ckpt.rng_state(),
         }
 
@@ -178,13 +189,33 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
-        for key in ("epoch", "batch_in_epoch", "step", "best", "epoch_loss", "epoch_count", "epoch_time"):
+        for key in ("epoch", "batch_in_epoch", "step", "best", "epoch_time"):
             setattr(self, key, state[key])
         self.time_done = state.get("time_done", 0.0)
         self.epochs_since_best = state.get("epochs_since_best", 0)  # older checkpoints lack it
         self.best_valid = state.get("best_valid") or {}  # older checkpoints: test() reads it from the best weights
-        self.task.load_state_dict(state["task"])
-        ckpt.set_rng_state(state["rng"])
+        own = self._own_part(state)
+        self.epoch_loss, self.epoch_count = own["epoch_loss"].to(self.device), own["epoch_count"]
+        self.task.load_state_dict(own["task"])
+        ckpt.set_rng_state(own["rng"])
+
+    def _own_part(self, state: dict) -> dict:
+        """This process's rank_state() in a checkpoint (older ones hold one process's, at the top level)."""
+        ranks = state.get("ranks") or [state]
+        if len(ranks) == self.world_size:
+            return ranks[self.rank]
+        if self.batch_in_epoch:  # the carried state and sums of the others' shares of the batch have no place
+            raise PbexpError(
+                f"the checkpoint in {self.run_dir.checkpoints} was taken mid-epoch by {len(ranks)} process(es); "
+                f"resume it with as many (torchrun --nproc_per_node), not {self.world_size}"
+            )
+        log.warning(
+            "resuming %d process(es)' checkpoint with %d at an epoch's start: close to, not bit-identical with, "
+            "a run that kept its number of processes",
+            len(ranks),
+            self.world_size,
+        )
+        return ranks[self.rank % len(ranks)]
 
     def resume(self) -> bool:
         """Load the resume checkpoint if there is one; True when resumed."""
@@ -192,7 +223,9 @@ class Trainer:
         # temp file here is such a leftover.
         for stale in self.run_dir.checkpoints.glob("*.tmp"):
             stale.unlink(missing_ok=True)
-        state = ckpt.load_latest(self.run_dir.last, map_location=self.device)
+        # Read onto the CPU: the weights and the optimiser's state are copied to their parameters' device as they
+        # are loaded, and torch restores RNG states only from CPU tensors (a GPU resume crashed on them).
+        state = ckpt.load_latest(self.run_dir.last)
         if state is None:
             return False
         self.load_state_dict(state)
@@ -206,8 +239,10 @@ class Trainer:
         return True
 
     def save_last(self) -> None:
+        """The resume checkpoint, written by rank 0 with every process's own state in it. Every process calls this."""
+        ranks = distributed.gather_to_main(self.rank_state())
         if self.is_main:
-            ckpt.save_rotating(self.state_dict(), self.run_dir.last)
+            ckpt.save_rotating({**self.state_dict(), "ranks": ranks}, self.run_dir.last)
 
     def autocast(self):
         """bf16 autocast for the forward pass and loss when trainer.amp=bf16 (a no-op otherwise)."""
@@ -223,8 +258,10 @@ class Trainer:
         returns the last epoch's record."""
         cfg = self.cfg
         record = {}
+        self._agree([])  # e.g. a resumed run whose time budget is spent
         while (cfg.epochs == 0 or self.epoch <= cfg.epochs) and not self._steps_done() and not self.stopped_early:
             record = self._train_epoch(logger)
+            self._agree([])  # e.g. a signal during validation
             if self.stop_requested:
                 break
         if self.stopped_early and self.is_main:
@@ -243,10 +280,28 @@ class Trainer:
         return 0 < self.cfg.early_stop_patience <= self.epochs_since_best
 
     def _steps_done(self) -> bool:
-        """max_steps reached, or the max_minutes training-time budget spent (checked at log steps)."""
-        if self.cfg.max_steps and self.step >= self.cfg.max_steps:
-            return True
+        """max_steps reached, or the max_minutes training-time budget spent (as the processes agreed: _agree)."""
+        return self._max_steps_reached() or self.out_of_time
+
+    def _max_steps_reached(self) -> bool:
+        return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
+
+    def _time_spent(self) -> bool:
+        """The max_minutes budget spent, by this process's clock."""
         return bool(self.cfg.max_minutes) and self.train_seconds() >= 60 * self.cfg.max_minutes
+
+    def _agree(self, sums: list[float]) -> list[float]:
+        """``sums`` added over the processes, in one all-reduce with each process's stop wishes (a signal it got,
+        max_minutes spent by its clock): a stop any process wants becomes all processes' decision
+        (stop_requested, out_of_time), or the others would wait forever in DDP's next all-reduce. Alone: the
+        wishes are the decision, without a collective. Every process must call it at the same points."""
+        values = [*sums, float(self.signal_seen), float(self._time_spent())]
+        if self.world_size > 1:
+            values = distributed.sum_over_ranks(torch.tensor(values, dtype=torch.float64, device=self.device)).tolist()
+        *summed, signals, spent = values
+        self.stop_requested = self.stop_requested or signals > 0
+        self.out_of_time = self.out_of_time or spent > 0
+        return summed
 
     def train_seconds(self) -> float:
         """Training time so far: finished epochs (kept across resumes) plus the current one."""
@@ -318,11 +373,18 @@ class Trainer:
             faults.after_step(self.step)
             if progress:
                 progress.tick()
-            last = self.batch_in_epoch == total or self._steps_done()
+            end = self.batch_in_epoch == total or self._max_steps_reached()  # the same step in every process
             # Log every log_every steps, at the end, and once early (step 10) so a long run shows life soon.
-            if self.step % cfg.log_every == 0 or last or self.step == 10:
-                mean = loss_sum.item() / count  # the one host sync, every log_every steps
-                info = task.summarise(mean * count, count)
+            log_point = end or self.step % cfg.log_every == 0 or self.step == 10
+            if self.world_size == 1 and not log_point:  # alone, stops are decided every step (no collective)
+                self._agree([])
+                log_point = self.out_of_time  # the last step of the time budget logs, as an epoch's end does
+            if log_point:
+                # The one host sync, every log_every steps; under torchrun also where the processes agree on stops
+                # (all of them, and a loss over all of them).
+                logged_loss, logged = self._agree([loss_sum.item(), count])
+                mean = logged_loss / logged
+                info = task.summarise(logged_loss, logged)
                 if not all(math.isfinite(v) for v in info.values()):  # NaN/inf loss, or ppl beyond exp(700)
                     raise Diverged(
                         f"training loss became {mean} at step {self.step} (epoch {self.epoch}); "
@@ -330,7 +392,7 @@ class Trainer:
                         f"{self.lr / 4:g}"
                     )
                 now = time.perf_counter()
-                speed = count / (now - t_log)
+                speed = logged / (now - t_log)
                 if self.is_main:
                     logger.scalars("train", info, self.step)
                     logger.scalars("opt", {"lr": self.lr, "grad_norm": float(grad_norm)}, self.step)
@@ -340,6 +402,7 @@ class Trainer:
                     progress.update(self.batch_in_epoch, {**info, f"{task.unit}/s": round(speed), **shown_eta})
                 loss_sum.zero_()
                 count, t_log = 0, now
+            last = end or self.out_of_time
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
                 self.epoch_time += time.perf_counter() - self._t_epoch
                 self._t_epoch = time.perf_counter()
@@ -358,7 +421,9 @@ class Trainer:
         count = int(distributed.sum_over_ranks(torch.tensor(self.epoch_count, device=self.device)).item())
         train = task.summarise(loss_sum, max(1, count))
         t_valid = time.perf_counter()
-        valid = self.evaluate("valid")
+        # Every process evaluated the same weights, but another GPU or cuDNN algorithm may change the last bits:
+        # rank 0's numbers decide the best weights, the lr schedule and early stopping for all.
+        valid = distributed.from_main(self.evaluate("valid"))
         self.valid_seconds = time.perf_counter() - t_valid
         self.check_evaluation("valid", valid, train)
         monitored = valid[task.monitor]
@@ -404,18 +469,18 @@ class Trainer:
         self.time_done += self.epoch_time
         self.epoch_time = 0.0
         self.save_last()
-        if self.on_epoch is not None:  # e.g. an Optuna trial's pruning check (it may raise search.Pruned)
-            self.on_epoch(self.epoch - 1, monitored)
+        # e.g. an Optuna trial's pruning check (it may raise search.Pruned): rank 0 asks, all processes stop
+        distributed.run_on_main(self.on_epoch, self.epoch - 1, monitored)
         return record
 
     def run(self, logger: RunLogger) -> dict:
-        """Train (SIGINT/SIGTERM stop it after the current step, with a checkpoint: KeyboardInterrupt), then
-        test the best weights; the final record: counters, the last epoch's train/perf figures, the best
-        weights' valid metrics and their test metrics."""
+        """Train (SIGINT/SIGTERM stop it after the current step, under torchrun at the next log point, with a
+        checkpoint: KeyboardInterrupt), then test the best weights; the final record: counters, the last epoch's
+        train/perf figures, the best weights' valid metrics and their test metrics."""
         with stop_on_signals(self) as stop:  # a signal during the test pass is ignored: it finishes and is written
             last = self.fit(logger)
             if self.stop_requested:
-                raise KeyboardInterrupt(stop["signal"])
+                raise KeyboardInterrupt(stop["signal"] or "a signal to another process")
             distributed.barrier()
             test = self.test()
         if self.is_main:
@@ -431,7 +496,7 @@ class Trainer:
             state = ckpt.load(self.run_dir.best, map_location=self.device)
             self.model.load_state_dict(state["model"])
             self.best_valid = self.best_valid or state["valid"]
-        test = self.evaluate("test")
+        test = distributed.from_main(self.evaluate("test"))  # rank 0's, as for valid
         self.check_evaluation("test", test)
         return test
 
@@ -480,6 +545,21 @@ class Trainer:
         return metrics
 
 
+def check_compilable(model: nn.Module) -> None:
+    """trainer.compile=true is refused for recurrent models: torch.compile (with dynamo's allow_rnn) unrolls cuDNN's
+    fused RNN into a per-time-step loop, and recompiles for each new sequence length (an LM's short last window,
+    the GRU classifiers' per-batch lengths); their embeddings and linear layers are single kernels already."""
+    recurrent = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)})
+    if recurrent:
+        raise ConfigError(
+            "trainer.compile",
+            True,
+            f"false for {type(model).__name__}, which has {', '.join(recurrent)} layers (torch.compile turns cuDNN's "
+            "fused RNN into a per-step loop and recompiles for every sequence length); true suits the models "
+            "without recurrent layers",
+        )
+
+
 def format_seconds(seconds: float) -> str:
     """'1h05m', '12m30s', '45s': an ETA a person reads at a glance."""
     seconds = int(round(seconds))
@@ -502,13 +582,14 @@ def final_record(epochs: int, steps: int, stopped_early: bool, last: dict, valid
 
 @contextmanager
 def stop_on_signals(trainer: Trainer):
-    """SIGINT/SIGTERM ask the trainer to stop after the current step and save a checkpoint; yields
-    {"signal": name of the signal received, or None}."""
+    """SIGINT/SIGTERM ask the trainer to stop after the current step (under torchrun: after the next log point,
+    where all processes decide together) and save a checkpoint; yields {"signal": name of the signal received, or
+    None}."""
     state, old = {"signal": None}, {}
 
     def handler(signum, frame):
         state["signal"] = signal.Signals(signum).name
-        trainer.stop_requested = True
+        trainer.signal_seen = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
