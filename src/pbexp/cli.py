@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,15 @@ from pbexp.rundir import RunDir
 from pbexp.training import distributed
 
 log = logging.getLogger("pbexp")
-EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_USER_ERROR, EXIT_DIVERGED = 2, 3
+
+
+def exit_code_of_signal(name: str | None) -> int:
+    """The shell's 128 + signal number: 130 for SIGINT (Ctrl-C), 143 for SIGTERM; 130 when the name is none."""
+    try:
+        return 128 + signal.Signals[name].value
+    except (KeyError, TypeError):
+        return 128 + signal.SIGINT.value
 
 
 def prepare(argv: list[str]) -> tuple[list[str], IO | None]:
@@ -65,13 +74,17 @@ def failure(e: BaseException, cfg: DictConfig, run_dir: RunDir, multirun: bool) 
     if isinstance(e, search.Pruned):  # an Optuna sweep stopped this trial: not a failure
         return str(e), search.PRUNED, 0
     if isinstance(e, KeyboardInterrupt):
-        why = f"interrupted ({e.args[0] if e.args else 'SIGINT'})"
-        if run_dir.last.exists():
+        name = e.args[0] if e.args else "SIGINT"
+        why, saved = f"interrupted ({name})", run_dir.last.exists()
+        if multirun:  # the job's own command would not run (its overrides are the sweep's): the sweep says its own
+            where = f"checkpoint saved in {run_dir.checkpoints}" if saved else "before its first checkpoint"
+            msg = f"{why}, {where}; rerunning the sweep's command resumes it"
+        elif saved:
             msg = f"{why}; checkpoint saved in {run_dir.checkpoints}. Resume with: {_resume_command(run_dir.path)}"
         else:  # e.g. Ctrl-C while the data was loading: there is nothing to resume from
             again = _resume_command(run_dir.path)
             msg = f"{why} before the first checkpoint; nothing to resume. Start again with: {again}"
-        return msg, "interrupted", EXIT_INTERRUPTED
+        return msg, "interrupted", exit_code_of_signal(name)
     if no_space_errno(e) is not None:  # the machine's limit, like out of memory; the same command resumes
         return disk_full_message(e, run_dir), "failed", EXIT_USER_ERROR
     if isinstance(e, Diverged):
@@ -121,6 +134,13 @@ def out_of_memory_message(cfg: DictConfig, e: BaseException) -> str:
         f"out of memory on {where} ({first}); lower trainer.batch_size, trainer.bptt, "
         f"trainer.eval_batch_size or the model's sizes (now {sizes})"
     )
+
+
+def sweep_command(sweep_dir: str | Path) -> str:
+    """The command that continues a sweep: this process's own (the sweep's, with -m), pinned to its sweep dir.
+    Finished jobs are skipped, cut ones resume, the rest run."""
+    args = [a for a in sys.argv[1:] if not a.startswith(("hydra.sweep.dir=", "-m", "--multirun"))]
+    return shlex.join(["pbexp-train", "-m", *args, f"hydra.sweep.dir={sweep_dir}"])
 
 
 def _resume_command(run_dir: Path) -> str:

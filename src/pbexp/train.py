@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -19,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.pbexp_optuna.optuna_sweeper import OptunaSweeper
-from pbexp import cli, search
+from pbexp import callbacks, cli, search
 from pbexp.config import CONFIG_DIR, instantiate, validate
 from pbexp.errors import PbexpError
 from pbexp.models import build_model, check_overrides_apply
@@ -97,16 +98,24 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if previous and previous.get("status") == "completed":
         log.info("run in %s is already complete (%s); nothing to do", run_dir.path, run_dir.results.name)
         return previous.get(previous.get("monitor", ""))
+    if multirun and callbacks.sweep_stopped(hc.sweep.dir):  # a signal is ending the sweep: left for its rerun
+        log.info("sweep interrupted: job %s not started", hc.job.num)
+        return None
     try:
-        results = train(cfg, run_dir)
+        with callbacks.job_signals(hc.sweep.dir) if multirun else nullcontext():
+            results = train(cfg, run_dir)
         return results[results["monitor"]]  # what a sweeper (Optuna) optimises
     except BaseException as e:  # noqa: BLE001 - cli.failure sorts user errors from bugs
         ended = cli.failure(e, cfg, run_dir, multirun)
         if ended is None:
             raise
+        signal_name = e.args[0] if isinstance(e, KeyboardInterrupt) and e.args else "SIGINT"
     msg, status, code = ended
-    # Record how it ended in this run's own results, unless that would overwrite an earlier result.
-    if (status == search.PRUNED or previous is None and status != "interrupted") and distributed.from_env().is_main:
+    if multirun and status == "interrupted":  # the trainer caught the signal: the jobs after this one must not start
+        callbacks.mark_stopped(hc.sweep.dir, signal_name)
+    # Record how it ended in this run's own results, unless that would overwrite an earlier result (an
+    # interrupted run says so whatever it said before: it is no longer what ended it).
+    if (status in (search.PRUNED, "interrupted") or previous is None) and distributed.from_env().is_main:
         try:
             run_dir.write_results({"status": status, "error": msg, "overrides": cli.hydra_overrides()})
         except OSError:

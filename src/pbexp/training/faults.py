@@ -4,7 +4,9 @@ write (temp file written, not yet renamed; writes of the best weights count too)
 (or SIGINT, ...) sends that signal at the kill point instead of SIGKILL: a user's Ctrl-C or a
 scheduler's SIGTERM arriving at a known step, with no race against the run finishing first.
 ``PBEXP_DISK_FULL_AT=checkpoint:N`` makes the N-th checkpoint write (counted the same way) fail as on a
-full disk: OSError ENOSPC at the same point, for files.write_atomic to handle.
+full disk: OSError ENOSPC at the same point, for files.write_atomic to handle. ``PBEXP_KILL_TARGET=sweep``
+sends the signal to the sweep's own process instead (where a terminal's Ctrl-C or a scheduler's SIGTERM lands),
+when the job runs in a launcher's worker.
 Unset, it costs one dict lookup at start-up."""
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ _counts = {"checkpoint": 0}
 
 
 def _die() -> None:
-    os.kill(os.getpid(), _SIGNAL)
+    pid = os.getpid()
+    if os.environ.get("PBEXP_KILL_TARGET") == "sweep":
+        from pbexp.callbacks import SWEEP_PID
+
+        pid = int(os.environ.get(SWEEP_PID) or pid)
+    os.kill(pid, _SIGNAL)
 
 
 def after_step(step: int) -> None:
