@@ -52,3 +52,13 @@ def _restore_root_logging():
         root.removeHandler(handler)
         handler.close()
     root.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def slurm_env():
+    """A one-node SLURM cluster on this host (scripts/slurm_local.sh), once per session: the environment
+    (SLURM_CONF, PATH) to add to a client's. Skips where SLURM is not installed (tests/helpers/slurm.py)."""
+    from helpers.slurm import slurm_cluster
+
+    with slurm_cluster() as env:
+        yield env
