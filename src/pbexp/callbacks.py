@@ -28,6 +28,17 @@ TB_VIEW = "tb"  # <sweep>/tb/<what varies> -> ../<job>/tb: `tensorboard --logdir
 STOPPED = ".stopped"  # in the sweep dir while a signal is ending the sweep: the signal's name
 SWEEP_PID = "PBEXP_SWEEP_PID"  # the sweep's own process, in the environment its launchers' workers inherit
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Launchers that run the jobs in the sweep's process or in workers it starts: a signal to the sweep ends it. A
+# scheduler's jobs (hydra/launcher=slurm) run on their own; the scheduler signals them (preemption, scancel).
+LOCAL_LAUNCHERS = (
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+)
+
+
+def runs_in_the_sweeps_processes() -> bool:
+    """This job runs in a local sweep's own process or in a worker that process started (basic, joblib)."""
+    return os.environ.get(SWEEP_PID) in (str(os.getpid()), str(os.getppid()))
 
 
 def sweep_stopped(sweep_dir) -> str | None:
@@ -85,7 +96,7 @@ def job_signals(sweep_dir):
     try:
         yield
     finally:
-        in_worker = os.environ.get(SWEEP_PID) not in (None, str(os.getpid()))
+        in_worker = os.environ.get(SWEEP_PID) != str(os.getpid())
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_IGN if in_worker else old[sig])
 
@@ -115,9 +126,10 @@ class SweepStatus(Callback):
         sweep.mkdir(parents=True, exist_ok=True)
         (sweep / SWEPT_KEYS).write_text(json.dumps(swept_keys(config)), encoding="utf-8")
         (sweep / STOPPED).unlink(missing_ok=True)  # a rerun continues the sweep an earlier signal ended
-        os.environ[SWEEP_PID] = str(os.getpid())
-        for sig in SIGNALS:
-            signal.signal(sig, partial(_forward, sweep))
+        if config.hydra.launcher.get("_target_") in LOCAL_LAUNCHERS:
+            os.environ[SWEEP_PID] = str(os.getpid())
+            for sig in SIGNALS:
+                signal.signal(sig, partial(_forward, sweep))
 
     def on_job_start(self, config, **kwargs) -> None:
         """Link <sweep>/tb/<what this job varies> to the job's tb/, so TensorBoard tells the curves apart."""

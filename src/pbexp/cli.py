@@ -61,6 +61,18 @@ def hydra_overrides() -> list[str]:
         return []
 
 
+def slurm_tasks_asked() -> int | None:
+    """nodes x tasks_per_node of hydra/launcher=slurm, in a job it launched; None under another launcher or
+    outside Hydra."""
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:
+        return None
+    if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
+        return None
+    return int(launcher.nodes) * int(launcher.tasks_per_node)
+
+
 def hydra_choices() -> dict:
     """The config group options picked (model=gru -> {"model": "gru"}); {} outside Hydra."""
     try:
@@ -191,6 +203,8 @@ def _prepare_argv(argv: list[str]) -> list[str]:
             # torchrun's rendezvous id, shared by all ranks; under static rendezvous (--master_port) it is
             # "none", and the port is what the ranks share
             run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+            if run_id == "none" and "RANK" not in os.environ:  # SLURM's tasks (srun -n N): the job and step ids
+                run_id = f"slurm{os.environ.get('SLURM_JOB_ID')}.{os.environ.get('SLURM_STEP_ID')}"
             if run_id == "none":
                 run_id = "port" + os.environ.get("MASTER_PORT", "0")
             argv = [*argv, f"hydra.run.dir=outputs/runs/{time.strftime('%Y-%m-%d')}/ddp_{run_id}"]

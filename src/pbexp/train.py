@@ -44,7 +44,7 @@ def train(cfg: DictConfig, run_dir: str | Path | RunDir) -> dict:
     run_dir = RunDir(run_dir)
     validate(cfg)
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    world, device = runtime.setup(cfg.trainer, cfg.seed)
+    world, device = runtime.setup(cfg.trainer, cfg.seed, cli.slurm_tasks_asked())
     runtime.check_backend(cfg.model, world, device)
     data = instantiate(cfg.dataset)
     task = build_task(data, cfg.trainer, device, world.rank, world.world_size)
@@ -71,7 +71,8 @@ def train(cfg: DictConfig, run_dir: str | Path | RunDir) -> dict:
         data.vocab.save(run_dir.vocab)
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     name = type(model).__name__
-    log.info("model %s: %.2fM parameters, device %s, run dir %s", name, n_params / 1e6, device, run_dir.path)
+    where = f"{device}" + (f", process {world.rank} of {world.world_size}" if world.distributed else "")
+    log.info("model %s: %.2fM parameters, device %s, run dir %s", name, n_params / 1e6, where, run_dir.path)
 
     logger = RunLogger(run_dir, purge_step=trainer.step + 1 if resumed else None, enabled=world.is_main)
     if not resumed:
@@ -98,11 +99,12 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if previous and previous.get("status") == "completed":
         log.info("run in %s is already complete (%s); nothing to do", run_dir.path, run_dir.results.name)
         return previous.get(previous.get("monitor", ""))
-    if multirun and callbacks.sweep_stopped(hc.sweep.dir):  # a signal is ending the sweep: left for its rerun
+    local = multirun and callbacks.runs_in_the_sweeps_processes()  # a signal to this job ends the sweep
+    if local and callbacks.sweep_stopped(hc.sweep.dir):  # a signal is ending the sweep: left for its rerun
         log.info("sweep interrupted: job %s not started", hc.job.num)
         return None
     try:
-        with callbacks.job_signals(hc.sweep.dir) if multirun else nullcontext():
+        with callbacks.job_signals(hc.sweep.dir) if local else nullcontext():
             results = train(cfg, run_dir)
         return results[results["monitor"]]  # what a sweeper (Optuna) optimises
     except BaseException as e:  # noqa: BLE001 - cli.failure sorts user errors from bugs
@@ -111,7 +113,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
             raise
         signal_name = e.args[0] if isinstance(e, KeyboardInterrupt) and e.args else "SIGINT"
     msg, status, code = ended
-    if multirun and status == "interrupted":  # the trainer caught the signal: the jobs after this one must not start
+    if local and status == "interrupted":  # the trainer caught the signal: the jobs after this one must not start
         callbacks.mark_stopped(hc.sweep.dir, signal_name)
     # Record how it ended in this run's own results, unless that would overwrite an earlier result (an
     # interrupted run says so whatever it said before: it is no longer what ended it).

@@ -1,6 +1,8 @@
-"""Data parallelism through ``torchrun``: nothing to configure, the launcher's environment decides.
+"""Data parallelism through ``torchrun`` or SLURM's tasks: nothing to configure, the launcher's environment decides.
 
-``torchrun --nproc_per_node=N -m pbexp.train ...`` starts N copies; each joins one process group
+``torchrun --nproc_per_node=N -m pbexp.train ...`` starts N copies (so does ``srun -n N pbexp-train ...``, or a
+job of ``hydra/launcher=slurm`` with ``tasks_per_node=N``: SLURM's task numbers, the first node of the step as
+the rendezvous); each joins one process group
 (``gloo`` on CPU, ``nccl`` on GPUs), takes its share of every batch (tasks.py), and averages
 gradients through DistributedDataParallel. Only rank 0 logs, checkpoints and writes results; what differs
 between processes (each one's carried state, loss sums, RNG states) is gathered into rank 0's checkpoint, and
@@ -37,18 +39,72 @@ class World:
 
 
 def from_env() -> World:
-    """The process's place, from torchrun's environment variables (a single process without them)."""
+    """The process's place, from torchrun's environment variables, else from SLURM's in a step of several tasks
+    (srun), else a single process."""
     env = os.environ
+    if "RANK" not in env and int(env.get("SLURM_STEP_NUM_TASKS", 1)) > 1:
+        node = int(env.get("SLURM_NODEID", 0))
+        return World(
+            int(env["SLURM_PROCID"]),
+            int(env["SLURM_STEP_NUM_TASKS"]),
+            int(env.get("SLURM_LOCALID", 0)),
+            slurm_tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE", "1"))[node],
+        )
     local_rank = int(env.get("LOCAL_RANK", 0))
     # torchrun sets LOCAL_WORLD_SIZE; another launcher may not: then at least this process's local rank + 1
     local_world_size = int(env.get("LOCAL_WORLD_SIZE", local_rank + 1))
     return World(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), local_rank, local_world_size)
 
 
+def slurm_tasks_per_node(spec: str) -> list[int]:
+    """SLURM's compact per-node task counts, one entry per node: '2(x3),1' -> [2, 2, 2, 1]."""
+    counts = []
+    for part in spec.split(","):
+        n, _, times = part.partition("(x")
+        counts += [int(n)] * int(times.rstrip(")") or 1)
+    return counts
+
+
+def check_slurm_tasks(world: World, asked: int | None) -> None:
+    """In a SLURM job: refuse, in one line, a process that would train alone (or wait forever for others) where
+    the job has another number of tasks than this process is part of, or than the launcher's config asked."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env or "RANK" in env:  # not SLURM's, or torchrun's own numbering
+        return
+    tasks = int(env.get("SLURM_NTASKS", 1))
+    if "SLURM_STEP_NUM_TASKS" not in env and tasks > 1:  # the batch script itself, outside srun
+        raise PbexpError(
+            f"this SLURM job has {tasks} tasks (SLURM_NTASKS) but this process runs outside srun, alone: start it "
+            f"with `srun pbexp-train ...` to train over the {tasks} tasks, or ask for --ntasks=1"
+        )
+    if asked is not None and asked != world.world_size:
+        raise ConfigError(
+            "hydra.launcher.tasks_per_node",
+            f"{asked} task(s) in all",
+            f"what SLURM started for this job: {world.world_size} task(s) (SLURM_STEP_NUM_TASKS); "
+            "make the launcher's nodes x tasks_per_node and the job's tasks agree",
+        )
+
+
+def _slurm_rendezvous() -> None:
+    """MASTER_ADDR / MASTER_PORT for a SLURM step's tasks (torchrun sets its own): the step's first node, and a
+    port from the job id, so that two jobs on one node do not meet."""
+    import subprocess
+
+    env = os.environ
+    if "MASTER_ADDR" not in env:
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "localhost")
+        out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=False)
+        env["MASTER_ADDR"] = (out.stdout.split() or [nodes])[0]
+    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", 0)) % 20000))
+
+
 def init(world: World, device: torch.device) -> torch.device:
     """Join the process group; on CUDA each process takes the GPU of its local rank."""
     if not world.distributed:
         return device
+    if "RANK" not in os.environ:  # SLURM's tasks, not torchrun's processes
+        _slurm_rendezvous()
     if device.type == "cuda":
         if device.index is not None:
             raise ConfigError(
@@ -67,7 +123,8 @@ def init(world: World, device: torch.device) -> torch.device:
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, rank=world.rank, world_size=world.world_size)
     return device
 
 

@@ -52,11 +52,13 @@ def check_backend(model_cfg: DictConfig, world: distributed.World, device: torch
         )
 
 
-def setup(trainer_cfg: DictConfig, seed: int) -> tuple[distributed.World, torch.device]:
-    """The process group (torchrun's, or one process), this process's device, its threads and seeds."""
+def setup(trainer_cfg: DictConfig, seed: int, slurm_tasks: int | None = None) -> tuple[distributed.World, torch.device]:
+    """The process group (torchrun's, SLURM's tasks, or one process), this process's device, its threads and
+    seeds. ``slurm_tasks``: the tasks hydra/launcher=slurm asked for this job, checked against SLURM's."""
     if trainer_cfg.deterministic:  # before anything asks CUDA about its devices (pick_device does)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
     world = distributed.from_env()
+    distributed.check_slurm_tasks(world, slurm_tasks)  # before the process group: a wrong count would wait there
     if trainer_cfg.batch_size % world.world_size:
         raise ConfigError(
             "trainer.batch_size",

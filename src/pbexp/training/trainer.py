@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -480,6 +481,9 @@ class Trainer:
         with stop_on_signals(self) as stop:  # a signal during the test pass is ignored: it finishes and is written
             last = self.fit(logger)
             if self.stop_requested:
+                if stop["signal"] and stop["signal"] in stop["requeue"]:  # checkpoint saved: the scheduler's turn
+                    log.warning("%s: checkpoint saved at step %d; the job is requeued", stop["signal"], self.step)
+                    stop["requeue"][stop["signal"]]()  # submitit requeues the job and exits (rank 0)
                 raise KeyboardInterrupt(stop["signal"] or "a signal to another process")
             distributed.barrier()
             test = self.test()
@@ -580,18 +584,32 @@ def final_record(epochs: int, steps: int, stopped_early: bool, last: dict, valid
     }
 
 
+def requeue_signal() -> signal.Signals | None:
+    """The signal a SLURM job launched by submitit gets before preemption or its time limit (submitit's
+    SUBMITIT_PREEMPT_SIGNAL, USR2 by default), when submitit's handler, which requeues the job, is installed."""
+    sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    if sig is None or not callable(signal.getsignal(sig)):
+        return None
+    return sig
+
+
 @contextmanager
 def stop_on_signals(trainer: Trainer):
     """SIGINT/SIGTERM ask the trainer to stop after the current step (under torchrun: after the next log point,
-    where all processes decide together) and save a checkpoint; yields {"signal": name of the signal received, or
-    None}."""
-    state, old = {"signal": None}, {}
+    where all processes decide together) and save a checkpoint; so does a scheduler's warning before preemption
+    or the time limit, where a job's requeue handler waits for it (submitit's, under hydra/launcher=slurm).
+    Yields {"signal": name of the signal received, or None, "requeue": {signal name: call its requeue handler}}."""
+    state, old = {"signal": None, "requeue": {}}, {}
 
     def handler(signum, frame):
         state["signal"] = signal.Signals(signum).name
         trainer.signal_seen = True
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    requeue = requeue_signal()
+    if requeue is not None:  # the checkpoint first, then the handler that requeues (its one owner)
+        requeues = signal.getsignal(requeue)
+        state["requeue"][requeue.name] = partial(requeues, requeue, None)
+    for sig in (signal.SIGINT, signal.SIGTERM, *([requeue] if requeue else [])):
         try:
             old[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread (e.g. a launcher's worker thread)
