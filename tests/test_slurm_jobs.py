@@ -6,7 +6,6 @@ requeued job ends exactly as an uninterrupted run. SLURM's variables are also re
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -163,4 +162,4 @@ def test_a_job_warned_of_preemption_checkpoints_is_requeued_and_resumes_exactly(
     ref = run_cli([*args, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr[-3000:]
     same_run(sweep / "0", tmp_path / "ref")
-    assert json.loads((sweep / "0" / "results.json").read_text())["steps"] == 40 * 70
+    assert RunDir(sweep / "0").read_results()["steps"] == 40 * 70
