@@ -147,16 +147,18 @@ def test_gru_is_the_language_model_and_gru_clf_the_classifier_each_with_its_keys
     [
         (
             ["model=gru", "dataset=imdb"],
-            "model='gru' is not allowed: a language model (dataset=ptb); on dataset=imdb use model=gru_clf",
+            "model='gru' is not allowed: a language model, and dataset=imdb is a classification dataset; "
+            "use model=gru_clf",
         ),
         (
             ["model=lstm", "dataset=imdb"],
-            "model='lstm' is not allowed: a language model (dataset=ptb); "
-            "on dataset=imdb use a classifier, e.g. model=cnn",
+            "model='lstm' is not allowed: a language model, and dataset=imdb is a classification dataset; "
+            "use a classifier, e.g. model=cnn",
         ),
         (
-            ["model=gru_clf", "trainer.optimizer=adam", "trainer.lr=0.01"],
-            "model='gru_clf' is not allowed: a classifier (dataset=imdb); on dataset=ptb use model=gru",
+            ["model=gru_clf", "dataset=ptb", "trainer.optimizer=adam", "trainer.lr=0.01"],
+            "model='gru_clf' is not allowed: a classifier, and dataset=ptb is a language-modelling dataset; "
+            "use model=gru",
         ),
     ],
     ids=["gru-on-imdb", "lstm-on-imdb", "gru_clf-on-ptb"],

@@ -393,7 +393,7 @@ def test_single_run_dir_and_several_sweeps(tmp_path, capsys):
 def test_jobs_sort_by_number_not_by_name(tmp_path, capsys):
     sweep = tmp_path / "many"
     for job in (10, 2, 0, 1):
-        ovr = [f"seed={job}"]
+        ovr = [f"trainer.lr={job}"]  # not seed=: runs that differ only in their seed are one row
         m = lm_metrics(1, 100.0 + job)
         write_run(sweep / str(job), ovr, lm_config(), lm_results(ovr, m, 90.0), m)
     rows = json_rows(capsys, sweep, "--table", "generic")
@@ -675,6 +675,75 @@ def test_auto_detects_pretrained_and_falls_back_to_generic(tmp_path):
         m, ovr = lm_metrics(2, 300.0), [f"model.num_layers={layers}", f"trainer.lr={lr}"]
         write_run(layers_and_lr / str(job), ovr, lm_config(layers=layers), lm_results(ovr, m, 100.0), m)
     assert report.detect_table([layers_and_lr], report.collect_runs([layers_and_lr])) == "generic"
+
+
+def test_auto_picks_a_report_table_only_for_its_dataset_and_models(tmp_path, capsys):
+    # model=lstm,transformer_lm on PTB: the embedding size varies, but a transformer is not the report's RNN LMs.
+    lm = tmp_path / "lm"
+    for job, (name, target, emb) in enumerate(
+        [("lstm", "pbexp.models.lm.RNNLanguageModel", 200), ("transformer_lm", "mine.TransformerLM", 128)]
+    ):
+        ovr, m = [f"model={name}"], lm_metrics(2, 300.0 + job)
+        cfg = lm_config(emb=emb)
+        cfg["model"]["_target_"] = target
+        write_run(lm / str(job), ovr, cfg, lm_results(ovr, m, 100.0 + job), m, {"model": name, "dataset": "ptb"})
+    code, out, _ = run_report(capsys, lm)
+    assert code == 0 and out.startswith("**Runs (ptb): 2 run(s)")
+    rows = markdown_rows(out)
+    assert {"train/ppl", "valid/ppl", "test/ppl"} <= set(rows[0]) and rows[1]["test/ppl"] == "101.00"
+
+    # The report's classifiers on a CSV dataset: the generic table, named after it, and no IMDB numbers beside it.
+    csv_sweep = tmp_path / "csv"
+    for job, (name, cls, p, r, acc) in enumerate(IMDB_JOBS):
+        ovr = ["dataset=csv_reviews", f"model={name}"]
+        cfg = clf_config(f"pbexp.models.classifiers.{cls}")
+        cfg["dataset"] = {"_target_": "pbexp.data.csv.load_csv", "path": "reviews.csv"}
+        write_run(
+            csv_sweep / str(job),
+            ovr,
+            cfg,
+            clf_results(ovr, cls, p, r, acc),
+            clf_metrics(3, acc),
+            {"model": name, "dataset": "csv_reviews"},
+        )
+    code, out, _ = run_report(capsys, csv_sweep, "--with-report")
+    assert code == 0 and out.startswith("**Runs (csv_reviews): 3 run(s)")
+    assert {"valid/acc", "test/acc", "valid/f1", "test/f1"} <= set(markdown_rows(out)[0])
+    assert "IMDB" not in out and "NBSVM" not in out and "(report)" not in out
+    code, out, _ = run_report(capsys, csv_sweep, "--table", "imdb_models", "--with-report")  # asked for by name
+    assert out.startswith("**Problem 5.3 - csv_reviews models: 3 run(s)")
+    assert "(report)" not in out and "NBSVM" not in out and "not put beside them" in out
+
+    # IMDB, but classifiers the report's table does not have.
+    others = tmp_path / "others"
+    for job, (name, cls) in enumerate([("nbsvm", "NBSVM"), ("sklearn_linear", "SklearnLinear")]):
+        ovr = ["dataset=imdb", f"model={name}"]
+        cfg = clf_config(f"pbexp.models.x.{cls}")
+        write_run(
+            others / str(job),
+            ovr,
+            cfg,
+            clf_results(ovr, cls, 0.9, 0.9, 0.9),
+            clf_metrics(3, 0.9),
+            {"model": name, "dataset": "imdb"},
+        )
+    assert report.detect_table([others], report.collect_runs([others])) == "generic"
+
+
+def test_the_tables_models_are_those_of_the_reports_experiments():
+    from pbexp.config import CONFIG_DIR
+    from pbexp.report import tables
+
+    def swept_models(experiment):
+        cfg = yaml.safe_load((Path(CONFIG_DIR) / "experiment" / f"{experiment}.yaml").read_text())
+        return set(cfg["hydra"]["sweeper"]["params"]["model"].split(","))
+
+    assert swept_models("rnn_types") == set(tables.LM_MODELS) == tables.PTB_RNN_LMS.models
+    assert swept_models("imdb_models") == set(tables.IMDB_MODELS) == tables.IMDB_CLASSIFIERS.models
+    for name, cls in tables.IMDB_MODELS.items():
+        target = yaml.safe_load((Path(CONFIG_DIR) / "model" / f"{name}.yaml").read_text())["_target_"]
+        assert target.rsplit(".", 1)[1] == cls
+    assert tables.PTB_RNN_LMS.classes == {"RNNLanguageModel"}
 
 
 def test_run_without_config_still_gets_its_row_key_from_overrides(tmp_path, capsys):

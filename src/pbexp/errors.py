@@ -17,6 +17,18 @@ class ConfigError(PbexpError):
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
 
+class ModelContractError(PbexpError):
+    """A model does not do what its task needs (docs/ARCHITECTURE.md, "Model contracts"): a method missing or an
+    output of the wrong shape, found by one forward pass on a tiny batch before the first step. The message names
+    the model's class, the contract and what broke it."""
+
+    def __init__(self, model: str, contract: str, problem: str):
+        self.model, self.contract, self.problem = model, contract, problem
+        super().__init__(
+            f"model {model} does not meet the {contract} contract: {problem} (docs/ARCHITECTURE.md, Model contracts)"
+        )
+
+
 class DataError(PbexpError):
     """Data is missing, truncated or malformed. The message says which file and what to do."""
 

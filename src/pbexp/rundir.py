@@ -5,6 +5,9 @@ benches, tests) asks :class:`RunDir` for the path or the record, so the file nam
 
     <run dir>/results.json          the final record (status, metrics, overrides), written atomically
     <run dir>/metrics.jsonl         one JSON record per finished epoch
+    <run dir>/test_examples.npz     per-example test results of the best weights, for paired comparisons:
+                                    classifiers ``pred``, ``label`` (int64 [N]); language models ``loss_sum``
+                                    (float64 [W], nats summed over each test window) and ``tokens`` (int64 [W])
     <run dir>/vocab.txt             the vocabulary, one token per line
     <run dir>/tb/                   TensorBoard event files
     <run dir>/checkpoints/last.pt   everything needed to resume (and last.prev.pt, the one before)
@@ -14,15 +17,20 @@ benches, tests) asks :class:`RunDir` for the path or the record, so the file nam
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from pbexp.files import write_atomic
 
-_RESULTS, _METRICS, _VOCAB, _TB, _CHECKPOINTS, _HYDRA = (
+_RESULTS, _METRICS, _EXAMPLES, _VOCAB, _TB, _CHECKPOINTS, _HYDRA = (
     "results.json",
     "metrics.jsonl",
+    "test_examples.npz",
     "vocab.txt",
     "tb",
     "checkpoints",
@@ -59,6 +67,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.path / _METRICS
+
+    @property
+    def test_examples(self) -> Path:
+        return self.path / _EXAMPLES
 
     @property
     def vocab(self) -> Path:
@@ -138,6 +150,21 @@ class RunDir:
 
     def write_results(self, results: dict) -> None:
         write_atomic(self.results, json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+    # ---- test_examples.npz ---------------------------------------------------------------------
+    def write_test_examples(self, arrays: dict[str, np.ndarray]) -> None:
+        """The per-example test results (the arrays named in this module's docstring), compressed, atomically."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        write_atomic(self.test_examples, buffer.getvalue())
+
+    def read_test_examples(self) -> dict[str, np.ndarray] | None:
+        """The per-example test results, or None when the file is missing or unreadable."""
+        try:
+            with np.load(self.test_examples, allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return None
 
     def is_complete(self) -> bool:
         return (self.read_results() or {}).get("status") == "completed"

@@ -39,3 +39,18 @@ def run_cli(args, cwd: Path, env=None, timeout: float = 240, module: str = "pbex
         text=True,
         timeout=timeout,
     )
+
+
+def main_in_process(args) -> int:
+    """``pbexp-train <args>`` in this process (where a test patches pbexp); its exit code."""
+    from pbexp.train import main
+
+    old = sys.argv
+    sys.argv = ["pbexp-train", *args]
+    try:
+        main()
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old

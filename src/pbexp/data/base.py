@@ -1,7 +1,9 @@
 """What a dataset module hands to the trainer: a vocabulary plus ready numericalised tensors.
 
 A dataset module (one per dataset, configured by one YAML under configs/dataset/) is a callable
-that returns one of these. The ``task`` attribute picks the task object in training/tasks.py.
+that returns one of these: a function, or a class deriving from one of them. The ``task`` attribute is the
+dataset's kind: it picks the task object in training/tasks.py, and the task's words name the kind in messages
+(no list of dataset names says which kind each one is).
 """
 
 from __future__ import annotations

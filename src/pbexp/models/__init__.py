@@ -1,8 +1,10 @@
 """Model building: a model config is ``_target_`` + hyper-parameters (one class, one YAML, one task kind).
 
-A model serves one task kind: a class whose constructor takes ``num_classes`` is a classifier ("clf",
-IMDB), any other a language model ("lm", PTB). A name picked for the other kind's dataset is refused
-before the model is built (``model=gru`` is the GRU language model; on IMDB the GRU is ``model=gru_clf``).
+A model serves one task kind: a class whose constructor takes ``num_classes`` is a classifier ("clf"),
+any other a language model ("lm"). A dataset's kind is its loader's (``data.task``: ``LMData``,
+``ClassificationData``). A model picked for a dataset of the other kind is refused before it is built, in a line
+naming the dataset the run picked and the models that fit it, in the words of the dataset's task class
+(``model=gru`` is the GRU language model; on a classification dataset the GRU is ``model=gru_clf``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pbexp.errors import ConfigError
 from pbexp.models import word2vec
 from pbexp.models.embeddings import load_pretrained
 from pbexp.models.self_trained import SelfTrainedModel
+from pbexp.training.tasks import TASKS
 
 TaskKind = Literal["lm", "clf"]
 TASK_KINDS: tuple[TaskKind, ...] = ("lm", "clf")
@@ -29,8 +32,6 @@ TASK_KINDS: tuple[TaskKind, ...] = ("lm", "clf")
 BUILDER_KEYS = ("pretrained", "freeze_embeddings")
 # Keys of a model config that the trainer config reads (trainer/lm.yaml: optimizer and lr from model.recipe).
 TRAINER_KEYS = ("recipe",)
-# For the message that refuses a model on the other kind's dataset: (what it is, its dataset, a model to name).
-KIND_WORDS = {"lm": ("a language model", "ptb", "lstm"), "clf": ("a classifier", "imdb", "cnn")}
 # model=gru served both kinds until issue 14 split it: a user who still picks it on IMDB is pointed at its twin.
 TWINS = {"gru": "gru_clf", "gru_clf": "gru"}
 
@@ -45,33 +46,43 @@ def model_kind(model_cfg: DictConfig | dict) -> TaskKind | None:
     return "clf" if "num_classes" in inspect.signature(cls).parameters else "lm"
 
 
-def check_task_kind(model_cfg: DictConfig | dict, kind: TaskKind, name: str | None = None) -> None:
-    """Refuse a model of the other task kind, in one line naming the model (``name``: its config name, when
-    known), what it is and what to pick instead."""
+def check_task_kind(
+    model_cfg: DictConfig | dict, kind: TaskKind, name: str | None = None, dataset: str | None = None
+) -> None:
+    """Refuse a model of another task kind than the dataset's, in one line naming the model (``name``: its config
+    name, when known), what it is, the dataset (``dataset``: its config name, when known), what that is and
+    what to pick instead: the words come from the task classes (training.tasks.TASKS), not from a list of datasets."""
     own = model_kind(model_cfg)
     if own is None or own == kind:
         return
-    what, dataset, _ = KIND_WORDS[own]
-    other, other_dataset, example = KIND_WORDS[kind]
-    instead = f"model={TWINS[name]}" if name in TWINS else f"{other}, e.g. model={example}"
+    fits = TASKS[kind]
+    instead = f"model={TWINS[name]}" if name in TWINS else f"{fits.model_words}, e.g. model={fits.example_model}"
+    data = f"dataset={dataset}" if dataset else "the dataset"
     key, value = ("model", name) if name else ("model._target_", model_cfg["_target_"])
-    raise ConfigError(key, value, f"{what} (dataset={dataset}); on dataset={other_dataset} use {instead}")
+    raise ConfigError(key, value, f"{TASKS[own].model_words}, and {data} is {fits.dataset_words}; use {instead}")
 
 
-def check_overrides_apply(model_cfg: DictConfig, kind: TaskKind, overrides: Iterable[str]) -> None:
-    """What train() checks before building: the model the run picked serves the dataset's task kind. The
-    name in the message is the ``model=`` override, else Hydra's choice for the group."""
+def picked(group: str, overrides: Iterable[str]) -> str | None:
+    """The config a run picked for ``group``: its ``group=`` override, else Hydra's choice; None outside Hydra."""
     name = None
     for item in overrides:
         key, sep, value = item.lstrip("+~").partition("=")
-        if sep and key == "model":
+        if sep and key == group:
             name = value
     if name is None:
         try:
-            name = HydraConfig.get().runtime.choices.get("model")
+            name = HydraConfig.get().runtime.choices.get(group)
         except ValueError:  # not under Hydra (train() called directly)
             pass
-    check_task_kind(model_cfg, kind, name)
+    return name
+
+
+def check_overrides_apply(model_cfg: DictConfig, kind: TaskKind, overrides: Iterable[str]) -> None:
+    """What train() checks before building: the model the run picked serves the dataset's task kind (``kind``:
+    the loaded dataset's ``data.task``). The names in the message are the ``model=`` and ``dataset=`` overrides,
+    else Hydra's choices for the groups."""
+    overrides = list(overrides)
+    check_task_kind(model_cfg, kind, picked("model", overrides), picked("dataset", overrides))
 
 
 def model_config(model_cfg: DictConfig, kind: TaskKind) -> dict[str, Any]:

@@ -25,6 +25,11 @@ def add_published(table: Table, published: dict) -> list[str]:
     entry = published["tables"].get(table.name)
     if entry is None:
         return [f"the report has no table for {table.name}"]
+    if not table.on_report_dataset:  # the report's numbers are of another dataset: nothing to compare with
+        return [
+            f"the report's {table.name} numbers are on {table.scope.dataset_title}; these runs are on "
+            f"{', '.join(table.datasets)}: not put beside them"
+        ]
     columns = []
     for column in table.columns:
         columns.append(column)
@@ -40,9 +45,10 @@ def add_published(table: Table, published: dict) -> list[str]:
 
 
 def reference_lines(published: dict, table: Table) -> list[str]:
-    """The outside reference marks for the metric this table shows (none beside a train-ppl-only table)."""
+    """The outside reference marks for the metric this table shows (none beside a train-ppl-only table), when
+    the runs are on the marks' dataset (or do not say)."""
     lines = []
     for group in published["references"].values():
-        if set(group["columns"]) & set(table.columns):
+        if set(group["columns"]) & set(table.columns) and set(table.datasets) <= {group["dataset"]}:
             lines += [f"- {m['name']}: {m['metric']} {m['value']} ({m['source']})" for m in group["marks"]]
     return lines

@@ -12,6 +12,7 @@ from pbexp.errors import ConfigError
 from pbexp.models.self_trained import SelfTrainedModel
 from pbexp.rundir import RunDir
 from pbexp.training import checkpoint as ckpt
+from pbexp.training import distributed
 from pbexp.training.logger import RunLogger
 from pbexp.training.tasks import Task
 from pbexp.training.trainer import final_record
@@ -60,7 +61,9 @@ class SelfTrainedTrainer:
         logger.scalars("perf", {"epoch_s": seconds, f"{task.unit}_per_s": speed}, 0)
         logger.epoch_line(record)
         self.epoch = model.epochs + 1
-        test = task.evaluate(model, "test")
+        test, examples = task.evaluate_examples(model, "test")
+        if distributed.rank() == 0:
+            self.run_dir.write_test_examples(examples)  # as Trainer.test: each test example's prediction
         logger.scalars("test", test, 0)
         task.log_extras(logger, "test", test, 0)
         return final_record(model.epochs, 0, False, record, valid, test)

@@ -1,21 +1,26 @@
 """What differs between the two kinds of run, so the trainer's loop has no ``if task == ...``.
 
 A task knows how its batches are cut, what the loss is, whether a hidden state is carried
-between batches, and which metrics it reports. ``LMTask`` follows pytorch/examples'
-``batchify`` / ``get_batch``; ``ClassificationTask`` shuffles fixed-length examples.
+between batches, which metrics it reports, and what a model must do to serve it (``check_model``: the
+contracts in docs/ARCHITECTURE.md). ``LMTask`` follows pytorch/examples' ``batchify`` / ``get_batch``;
+``ClassificationTask`` shuffles fixed-length examples.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from torch import nn
 
 from pbexp.data.base import ClassificationData, LMData
+from pbexp.errors import ModelContractError
 from pbexp.training.metrics import classification_metrics, perplexity
 
 if TYPE_CHECKING:
@@ -33,6 +38,11 @@ class Task(Protocol):
     metric_keys: tuple[str, ...]  # the metrics drawn as train-vs-valid charts in TensorBoard
     data: LMData | ClassificationData  # what the dataset module returned
     blowup_loss: float  # an evaluation loss above this (or not finite) is an explosion, never a result
+    # For the line that refuses a model of another kind: "a language model", "a language-modelling dataset",
+    # and a model config of this kind to name.
+    model_words: str
+    dataset_words: str
+    example_model: str
 
     @classmethod
     def from_config(
@@ -45,7 +55,11 @@ class Task(Protocol):
     def train_loss(self, model, batch) -> tuple[torch.Tensor, int]: ...
     def summarise(self, total_loss: float, count: int) -> dict: ...
     def eval_batches(self, split: str) -> int: ...
+    def check_model(self, model) -> None: ...
     def evaluate(self, model, split: str, tick: Callable[[], None] | None = None) -> dict: ...
+    def evaluate_examples(
+        self, model, split: str, tick: Callable[[], None] | None = None
+    ) -> tuple[dict, dict[str, np.ndarray]]: ...
     def log_extras(self, logger: RunLogger, split: str, metrics: dict, step: int) -> None: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
@@ -91,8 +105,66 @@ def input_device(model) -> torch.device:
 
 
 def detach_hidden(h):
-    """Cut the graph at the batch boundary (truncated BPTT) while keeping the values."""
+    """Cut the graph at the batch boundary (truncated BPTT) while keeping the values; None (a model that
+    carries no state) stays None."""
+    if h is None:
+        return None
     return tuple(x.detach() for x in h) if isinstance(h, tuple) else h.detach()
+
+
+# ---- the model contracts (docs/ARCHITECTURE.md, "Model contracts"), checked before the first step --------------
+
+
+@contextmanager
+def evaluation_mode(model):
+    """The model in eval mode without gradients (no dropout: no RNG drawn), its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def contract_error(model, contract: str) -> Callable[[str], ModelContractError]:
+    """The error for ``model`` breaking ``contract`` ("language-model", "classifier"), given the problem found."""
+    cls = type(model)
+    return lambda problem: ModelContractError(f"{cls.__module__}.{cls.__qualname__}", contract, problem)
+
+
+def shape_words(value) -> str:
+    """What a model returned, for a message: a tensor's shape and dtype, else its type."""
+    if isinstance(value, torch.Tensor):
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"{'an' if dtype.startswith('int') else 'a'} {dtype} tensor {list(value.shape)}"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def is_state(h) -> bool:
+    """What a language model may carry between windows: a tensor, a tuple of tensors, or None (no state)."""
+    return (
+        h is None
+        or isinstance(h, torch.Tensor)
+        or (isinstance(h, tuple) and all(isinstance(t, torch.Tensor) for t in h))
+    )
+
+
+def check_has_forward(model, broken: Callable[[str], ModelContractError], signature: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise broken(f"it is a {type(model).__name__}, not a torch.nn.Module")
+    if type(model).forward is nn.Module.forward:
+        raise broken(f"it has no {signature} method")
+
+
+def call_forward(model, broken: Callable[[str], ModelContractError], signature: str, *args):
+    """model(*args); a TypeError (a forward taking other arguments) is the contract's, in one line."""
+    try:
+        return model(*args)
+    except TypeError as e:
+        raise broken(f"{signature} raised TypeError: {str(e).splitlines()[0] if str(e) else ''}") from None
 
 
 class LMTask:
@@ -102,6 +174,7 @@ class LMTask:
     unit = "tokens"
     monitor, monitor_mode = "ppl", "min"
     metric_keys = ("loss", "ppl")
+    model_words, dataset_words, example_model = "a language model", "a language-modelling dataset", "lstm"
 
     @classmethod
     def from_config(
@@ -155,7 +228,7 @@ class LMTask:
         """Mean token NLL of one window, carrying the hidden state from the previous window."""
         x, y = batch
         out, self.hidden = model(x, detach_hidden(self.hidden))
-        return F.cross_entropy(out.view(-1, out.size(-1)), y.reshape(-1)), y.numel()
+        return F.cross_entropy(out.reshape(-1, out.size(-1)), y.reshape(-1)), y.numel()
 
     def summarise(self, total_loss: float, count: int) -> dict:
         mean = total_loss / count
@@ -164,21 +237,69 @@ class LMTask:
     def eval_batches(self, split: str) -> int:
         return math.ceil((self.eval[split].size(0) - 1) / self.bptt)
 
-    @torch.no_grad()
+    def check_model(self, model) -> None:
+        """The language-model contract, by one forward pass on a tiny piece of the training stream on the run's
+        device: ``init_hidden(batch_size, device)`` gives a tensor, a tuple of tensors or None (no carried state);
+        ``forward(x [T, B] int64, hidden)`` gives ``(logits [T, B, V] or [T*B, V], hidden)`` of the same kinds."""
+        broken = contract_error(model, "language-model")
+        if not callable(getattr(model, "init_hidden", None)):
+            raise broken(
+                "it has no init_hidden(batch_size, device) method (a model that carries no state between windows "
+                "returns None from it)"
+            )
+        check_has_forward(model, broken, "forward(x, hidden)")
+        x = self.train[: min(3, self.train.size(0) - 1), :2]
+        (steps, columns), words = x.shape, len(self.data.vocab)
+        with evaluation_mode(model):
+            hidden = model.init_hidden(columns, self.device)
+            if not is_state(hidden):
+                raise broken(
+                    f"init_hidden({columns}, device) returned {shape_words(hidden)}; it returns a tensor, a tuple "
+                    "of tensors, or None (no carried state)"
+                )
+            out = call_forward(model, broken, f"forward(x [{steps}, {columns}] int64, hidden)", x, hidden)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise broken(f"forward(x, hidden) returned {shape_words(out)}; a language model returns (logits, hidden)")
+        logits, hidden = out
+        allowed = ((steps, columns, words), (steps * columns, words))
+        if not (isinstance(logits, torch.Tensor) and logits.is_floating_point() and tuple(logits.shape) in allowed):
+            raise broken(
+                f"forward(x [{steps}, {columns}] int64, hidden) gave logits as {shape_words(logits)}; expected "
+                f"[{steps}, {columns}, {words}] or [{steps * columns}, {words}] floats (steps, batch columns, "
+                "vocabulary)"
+            )
+        if not is_state(hidden):
+            raise broken(
+                f"forward(x, hidden) returned a hidden state {shape_words(hidden)}; it returns a tensor, a tuple of "
+                "tensors, or None (no carried state)"
+            )
+
     def evaluate(self, model, split: str, tick=None) -> dict:
         """Perplexity over the whole split; ``tick()`` after each of its ``eval_batches(split)`` windows."""
+        return self.evaluate_examples(model, split, tick)[0]
+
+    @torch.no_grad()
+    def evaluate_examples(self, model, split: str, tick=None) -> tuple[dict, dict[str, np.ndarray]]:
+        """The metrics of ``evaluate`` and, from the same pass, each piece of text's own: ``loss_sum`` (float64,
+        nats summed) and ``tokens`` (int64) of each (window, batch column), in the order of the text (column b
+        of window w at b * windows + w: the split's stream read from start to end). The loss is their sum over
+        their tokens."""
         model.eval()
         source = self.eval[split]
         hidden = model.init_hidden(source.size(1), self.device)
-        total, count = torch.zeros((), device=self.device), 0
+        sums, tokens = [], []  # per window: [B] on the device; [B] tokens (each column has the window's rows)
         for x, y in self.windows(source):
             out, hidden = model(x, hidden)
-            total += F.cross_entropy(out.view(-1, out.size(-1)), y.reshape(-1), reduction="sum")
-            count += y.numel()
+            nll = F.cross_entropy(out.reshape(-1, out.size(-1)), y.reshape(-1), reduction="none")
+            # summed in float64: the run's loss is the sum of these, so it equals the examples' to the last bits
+            sums.append(nll.view(y.shape).double().sum(0))
+            tokens.append(torch.full((y.size(1),), y.size(0), dtype=torch.int64))
             if tick is not None:
                 tick()
-        nll = total.item()
-        return {"loss": nll / count, "ppl": perplexity(nll, count)}
+        loss_sum, token_count = torch.stack(sums).t().cpu(), torch.stack(tokens).t()  # [B, W]: the text's order
+        nll, count = loss_sum.sum().item(), int(token_count.sum())
+        examples = {"loss_sum": loss_sum.reshape(-1).numpy(), "tokens": token_count.reshape(-1).numpy()}
+        return {"loss": nll / count, "ppl": perplexity(nll, count)}, examples
 
     def log_extras(self, logger: RunLogger, split: str, metrics: dict, step: int) -> None:
         pass  # perplexity is all there is
@@ -188,7 +309,10 @@ class LMTask:
 
     def load_state_dict(self, state: dict) -> None:
         h = state["hidden"]
-        self.hidden = tuple(t.to(self.device) for t in h) if isinstance(h, (tuple, list)) else h.to(self.device)
+        if isinstance(h, (tuple, list)):
+            self.hidden = tuple(t.to(self.device) for t in h)
+        else:  # a tensor, or None for a model that carries no state
+            self.hidden = None if h is None else h.to(self.device)
 
 
 class ClassificationTask:
@@ -198,6 +322,7 @@ class ClassificationTask:
     unit = "examples"
     monitor, monitor_mode = "acc", "max"
     metric_keys = ("loss", "acc", "f1")
+    model_words, dataset_words, example_model = "a classifier", "a classification dataset", "cnn"
 
     @classmethod
     def from_config(
@@ -286,12 +411,34 @@ class ClassificationTask:
                 tick()
         return torch.cat(preds), total / max(1, len(y))
 
+    def check_model(self, model) -> None:
+        """The classifier contract, by one forward pass on two training examples on the run's device:
+        ``forward(x [B, max_len] int64)`` gives logits ``[B, num_classes]``."""
+        broken = contract_error(model, "classifier")
+        check_has_forward(model, broken, "forward(x)")
+        x = self.splits["train"][0][:2].to(input_device(model))
+        (batch, length), classes = x.shape, len(self.data.classes)
+        with evaluation_mode(model):
+            logits = call_forward(model, broken, f"forward(x [{batch}, {length}] int64)", x)
+        if not (isinstance(logits, torch.Tensor) and logits.is_floating_point() and logits.shape == (batch, classes)):
+            raise broken(
+                f"forward(x [{batch}, {length}] int64) returned {shape_words(logits)}; expected logits "
+                f"[{batch}, {classes}] floats (examples, classes)"
+            )
+
     def evaluate(self, model, split: str, tick=None) -> dict:
         """Metrics over the whole split; ``tick()`` after each of its ``eval_batches(split)`` batches."""
+        return self.evaluate_examples(model, split, tick)[0]
+
+    def evaluate_examples(self, model, split: str, tick=None) -> tuple[dict, dict[str, np.ndarray]]:
+        """The metrics of ``evaluate`` and, from the same predictions, each example's ``pred`` and ``label``
+        (int64 class indices, in the split's order)."""
         preds, loss = self.predict(model, split, tick)
-        out = classification_metrics(self.splits[split][1].numpy(), preds.numpy(), self.data.classes)
+        labels = self.splits[split][1]
+        out = classification_metrics(labels.numpy(), preds.numpy(), self.data.classes)
         out["loss"] = loss
-        return out
+        examples = {"pred": preds.numpy().astype(np.int64), "label": labels.numpy().astype(np.int64)}
+        return out, examples
 
     def log_extras(self, logger: RunLogger, split: str, metrics: dict, step: int) -> None:
         """The confusion matrix, as a figure labelled with the class names."""

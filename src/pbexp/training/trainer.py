@@ -3,8 +3,9 @@
 Per step: forward through the task, backward, clip, optimiser step; losses are summed on the
 device and read back only every ``log_every`` steps (no per-step host sync). Per epoch: evaluate
 on valid, step the learning-rate schedule, save the resume checkpoint (and the best weights when
-valid improves). At the end: test with the best weights. Checkpoints carry everything needed to
-resume exactly. ``Trainer.run`` does all of it and returns the run's final record.
+valid improves). At the end: test with the best weights (the metrics, and each test example's result in
+``RunDir.test_examples``). Checkpoints carry everything needed to resume exactly. ``Trainer.run`` does all
+of it and returns the run's final record.
 
 Under torchrun every process runs this loop in step: each one's own state (carried hidden state, loss sums, RNG
 states) goes into rank 0's checkpoint, and a stop that one process alone sees (a signal, max_minutes by its own
@@ -477,7 +478,9 @@ class Trainer:
     def run(self, logger: RunLogger) -> dict:
         """Train (SIGINT/SIGTERM stop it after the current step, under torchrun at the next log point, with a
         checkpoint: KeyboardInterrupt), then test the best weights; the final record: counters, the last epoch's
-        train/perf figures, the best weights' valid metrics and their test metrics."""
+        train/perf figures, the best weights' valid metrics and their test metrics. A model that breaks its task's
+        contract (a method missing, an output of the wrong shape) is refused before the first step."""
+        self.task.check_model(self.model)
         with stop_on_signals(self) as stop:  # a signal during the test pass is ignored: it finishes and is written
             last = self.fit(logger)
             if self.stop_requested:
@@ -495,13 +498,17 @@ class Trainer:
         )
 
     def test(self) -> dict:
-        """Test metrics with the best weights (the current ones if no epoch finished)."""
+        """Test metrics with the best weights (the current ones if no epoch finished); rank 0 keeps the same pass's
+        per-example results in ``RunDir.test_examples``."""
         if self.run_dir.best.exists():
             state = ckpt.load(self.run_dir.best, map_location=self.device)
             self.model.load_state_dict(state["model"])
             self.best_valid = self.best_valid or state["valid"]
-        test = distributed.from_main(self.evaluate("test"))  # rank 0's, as for valid
+        test, examples = self.timed_evaluation("test", self.task.evaluate_examples)
+        test = distributed.from_main(test)  # rank 0's, as for valid: its examples are the ones written
         self.check_evaluation("test", test)
+        if self.is_main:
+            self.run_dir.write_test_examples(examples)
         return test
 
     def check_evaluation(self, split: str, metrics: dict, train: dict | None = None) -> None:
@@ -530,12 +537,18 @@ class Trainer:
         )
 
     def evaluate(self, split: str) -> dict:
-        """task.evaluate with a line before and after, and a progress bar on a terminal: a long evaluation
-        is not silence."""
+        """task.evaluate's metrics, with a line before and after, and a progress bar on a terminal."""
+        return self.timed_evaluation(split, self.task.evaluate)
+
+    def timed_evaluation(self, split: str, evaluate: Callable):
+        """``evaluate(model, split, tick)`` (task.evaluate, or task.evaluate_examples: (metrics, per-example
+        results)) with a line before and after, and a progress bar on a terminal: a long evaluation is not
+        silence. Returns what it returns."""
         t0 = time.perf_counter()
         bar = Progress(self.task.eval_batches(split), f"evaluating on {split}") if self.is_main else None
         try:
-            metrics = self.task.evaluate(self.model, split, tick=bar.tick if bar else None)
+            out = evaluate(self.model, split, tick=bar.tick if bar else None)
+            metrics = out[0] if isinstance(out, tuple) else out
         finally:
             if bar:
                 bar.close()
@@ -546,7 +559,7 @@ class Trainer:
                 " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
                 time.perf_counter() - t0,
             )
-        return metrics
+        return out
 
 
 def check_compilable(model: nn.Module) -> None:
