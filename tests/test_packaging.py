@@ -87,3 +87,18 @@ def test_wheel_ships_the_configs_and_trains_outside_the_repository(tmp_path):
     )
     results = RunDir(elsewhere / "run").read_results()
     assert results["status"] == "completed" and results["steps"] == 20
+
+
+def test_hydras_plugin_scan_of_a_plain_install_finds_the_sweeper(tmp_path):
+    # Installed from the wheel (or on PYTHONPATH), hydra_plugins/ is a plain folder that Hydra's plugin scan
+    # executes without registering the module: a dataclass defined there crashed every compose but pbexp-train's.
+    code = (
+        "from hydra import compose, initialize_config_dir\n"
+        "from pbexp.config import CONFIG_DIR\n"
+        "with initialize_config_dir(config_dir=CONFIG_DIR, version_base='1.3'):\n"
+        "    cfg = compose('train', overrides=['hydra/sweeper=pbexp_optuna'], return_hydra_config=True)\n"
+        "print(cfg.hydra.sweeper._target_)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = run([sys.executable, "-c", code], cwd=tmp_path, env=env).stdout
+    assert out.strip() == "hydra_plugins.pbexp_optuna.optuna_sweeper.OptunaSweeper"

@@ -3,23 +3,13 @@
 import yaml
 
 from helpers.cli import cli_env, run_cli
-from helpers.configs import TINY_LM_SIZES
+from helpers.configs import TINY_LM_SIZES, search_yaml
 from helpers.data import write_tiny_ptb
 from pbexp.rundir import RunDir
 
 # A search of the user's own (through --config-dir), over a learning rate from useless to good: the trials
 # at tiny learning rates trail after their first epoch, which the median pruner acts on.
-SEARCH = """# @package _global_
-defaults:
-  - override /hydra/sweeper: pbexp_optuna
-hydra:
-  sweeper:
-    direction: minimize
-    n_trials: 4
-    n_startup_trials: 1
-    params:
-      trainer.lr: tag(log, interval(0.001, 30.0))
-"""
+SEARCH = search_yaml(n_trials=4, n_startup_trials=1)
 TINY = [
     *TINY_LM_SIZES,
     "trainer.checkpoint_every=0",
@@ -61,7 +51,7 @@ def test_four_trial_search_prunes_resumes_and_names_the_best(tmp_path):
     assert best["trials"]["complete"] + best["trials"]["pruned"] == 4
     assert f"best trial {best['number']}" in proc.stdout
 
-    # The same command again: the study is in <sweep>/optuna.db, four trials are done, nothing reruns.
+    # The same command again: the study is in <sweep>/optuna.journal, four trials are done, nothing reruns.
     again = run_cli(args, cwd=tmp_path, env=cli_env())
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted(int(p.name) for p in sweep.iterdir() if p.name.isdigit()) == [0, 1, 2, 3]

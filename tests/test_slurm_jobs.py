@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import cli_env, free_port, run_cli
-from helpers.configs import TINY_LM
+from helpers.configs import TINY_LM, search_yaml
 from pbexp.errors import ConfigError, PbexpError
 from pbexp.rundir import RunDir
 from pbexp.training import distributed
@@ -163,3 +163,27 @@ def test_a_job_warned_of_preemption_checkpoints_is_requeued_and_resumes_exactly(
     assert ref.returncode == 0, ref.stderr[-3000:]
     same_run(sweep / "0", tmp_path / "ref")
     assert RunDir(sweep / "0").read_results()["steps"] == 40 * 70
+
+
+SEARCH = search_yaml(n_jobs=2, n_trials=4, pruner="none")
+
+
+@pytest.mark.slurm
+def test_a_search_with_two_workers_runs_each_trial_as_a_slurm_job(slurm_env, tiny_ptb, tmp_path):
+    # Two workers on this host, each submitting one trial at a time and asking again when it ends: never more
+    # than two trial jobs, never a batch waiting for its slowest.
+    (tmp_path / "mine" / "hparams_search").mkdir(parents=True)
+    (tmp_path / "mine" / "hparams_search" / "tiny.yaml").write_text(SEARCH)
+    sweep = tmp_path / "sweep"
+    args = ["-m", "-cd", str(tmp_path / "mine"), "hparams_search=tiny", *LM, f"dataset.root={tiny_ptb}"]
+    proc = run_cli(
+        [*args, "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=cli_env(**slurm_env), timeout=400
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = [p for p in (sweep / ".submitit").iterdir() if p.is_dir()]
+    assert len(jobs) == 4  # one SLURM job per trial
+    trials = sorted(p.name for p in sweep.iterdir() if p.name.isdigit())
+    assert trials == ["0", "1", "2", "3"]
+    assert all(RunDir(sweep / t).read_results()["status"] == "completed" for t in trials)
+    best = (sweep / "optuna_best.yaml").read_text()
+    assert "complete: 4" in best and "fail: 0" in best

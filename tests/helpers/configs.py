@@ -7,6 +7,7 @@ import functools
 import os
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, get_method
 from omegaconf import OmegaConf
@@ -76,3 +77,14 @@ def dataset_defaults(name: str) -> dict:
 def load_dataset(name: str, **overrides):
     """The loader configs/dataset/<name>.yaml names, called with its defaults and ``overrides`` (``root=...``)."""
     return get_method(_composed("dataset", name)["_target_"])(**{**dataset_defaults(name), **overrides})
+
+
+def search_yaml(**sweeper) -> str:
+    """An Optuna search of the user's own (hparams_search/<name>.yaml in a --config-dir): over a learning rate
+    from useless to good unless ``params`` says otherwise; ``sweeper``: hydra.sweeper's other settings."""
+    params = sweeper.pop("params", {"trainer.lr": "tag(log, interval(0.001, 30.0))"})
+    body = {
+        "defaults": [{"override /hydra/sweeper": "pbexp_optuna"}],
+        "hydra": {"sweeper": {"direction": "minimize", **sweeper, "params": params}},
+    }
+    return "# @package _global_\n" + yaml.safe_dump(body, sort_keys=False)
