@@ -180,7 +180,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     RunDir(corrupt).test_examples.write_bytes(b"not a zip")
     cases = {
         (a, short): f"{a} has 15 test examples and {short} has 14",
-        (a, old): "predates per-example test results; rerun it with the same overrides",
+        (a, old): "predates per-example test results; write them from its best weights with: pbexp-eval",
         (a, lm): "holds classifier results and",
         (a, relabelled): "test labels differ",
         (a, odd): "holds ['scores']; expected the arrays pred+label or loss_sum+tokens",

@@ -172,3 +172,20 @@ def test_reading_examples_that_are_missing_or_damaged_gives_none(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # written through a temp file, renamed
     run.test_examples.write_bytes(b"PK\x03\x04 cut short")
     assert run.read_test_examples() is None
+
+
+def test_pbexp_eval_writes_the_examples_of_a_run_that_lacks_them(tiny_ptb, tmp_path):
+    from helpers.cli import run_cli
+
+    run = RunDir(tmp_path / "run")
+    proc = run_cli([*TINY_LM, f"dataset.root={tiny_ptb}", "trainer.device=cpu", f"hydra.run.dir={run.path}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = run.read_test_examples()
+    run.test_examples.unlink()  # as a run from before per-example results
+    proc = run_cli([str(run.path), "--write-examples"], tmp_path, module="pbexp.evaluate")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = run.read_test_examples()
+    assert set(again) == set(written) and all(np.array_equal(again[k], written[k]) for k in written)
+
+    refused = run_cli([str(run.path), "--split", "valid", "--write-examples"], tmp_path, module="pbexp.evaluate")
+    assert refused.returncode == 2 and "--write-examples" in refused.stderr and "Traceback" not in refused.stderr

@@ -2,7 +2,8 @@
 split, from its best weights (or the checkpoint named), computed by the same task code as training's own
 test pass. The config the run was started with (Hydra's record of it) builds the data and the model; ``key=value``
 overrides change the data or the evaluation (e.g. ``dataset.root=...``, ``trainer.eval_batch_size=...``).
-Prints the metrics as one JSON object.
+Prints the metrics as one JSON object. ``--write-examples`` also writes the run's per-example test results
+(``test_examples.npz``, what ``pbexp-report --compare`` reads) from its best weights, for runs that predate them.
 """
 
 from __future__ import annotations
@@ -34,10 +35,18 @@ def run_dir_of(source: Path) -> RunDir:
     return RunDir(source if source.is_dir() else source.resolve().parent.parent)
 
 
-def evaluate_run(source: str | Path, split: str = "test", overrides: list[str] = ()) -> dict:
+def evaluate_run(
+    source: str | Path, split: str = "test", overrides: list[str] = (), write_examples: bool = False
+) -> dict:
     source = Path(source)
     if split not in SPLITS:
         raise ConfigError("--split", split, f"one of {list(SPLITS)}")
+    if write_examples and (split != "test" or not source.is_dir()):
+        raise ConfigError(
+            "--write-examples",
+            f"with {'--split ' + split if split != 'test' else source}",
+            "a run dir and the test split: the file holds the test results of the run's best weights",
+        )
     config = run_dir_of(source).config
     if not config.is_file():
         raise PbexpError(f"{source}: no run config at {config} (pbexp-eval reads the run's own config)")
@@ -64,8 +73,11 @@ def evaluate_run(source: str | Path, split: str = "test", overrides: list[str] =
         raise PbexpError(f"{path}: made by a model of another shape ({str(e).splitlines()[0][:160]})") from None
     model.to(device)
     log.info("evaluating %s on %s", path, split)
-    metrics = task.evaluate(model, split)
-    return {"checkpoint": str(path), "split": split, **metrics}
+    if not write_examples:
+        return {"checkpoint": str(path), "split": split, **task.evaluate(model, split)}
+    metrics, examples = task.evaluate_examples(model, split)
+    RunDir(source).write_test_examples(examples)
+    return {"checkpoint": str(path), "split": split, **metrics, "examples": str(RunDir(source).test_examples)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="a run dir (its best weights) or a checkpoint file")
     parser.add_argument("--split", default="test", help="valid | test (default test)")
     parser.add_argument("overrides", nargs="*", help="key=value changes to the run's config (data, evaluation)")
+    parser.add_argument(
+        "--write-examples", action="store_true", help="also write the run's test_examples.npz (for --compare)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     try:
-        out = evaluate_run(args.source, args.split, args.overrides)
+        out = evaluate_run(args.source, args.split, args.overrides, args.write_examples)
     except PbexpError as e:
         print(f"pbexp-eval: error: {e}", file=sys.stderr)
         return 2

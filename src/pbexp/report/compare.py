@@ -59,8 +59,8 @@ def load_examples(run: Path) -> Examples:
     path = run_dir.test_examples
     if not path.is_file():
         raise ReportError(
-            f"--compare: {run} has no {path.name}: the run predates per-example test results; rerun it with "
-            "the same overrides into a new run dir to get them"
+            f"--compare: {run} has no {path.name}: the run predates per-example test results; write them from "
+            f"its best weights with: pbexp-eval {run} --write-examples"
         )
     arrays = run_dir.read_test_examples()
     if arrays is None:
