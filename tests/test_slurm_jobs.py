@@ -12,12 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from helpers.cli import cli_env, free_port, run_cli
 from helpers.configs import TINY_LM, search_yaml
+from hydra_plugins.pbexp_optuna.optuna_sweeper import OWNER
 from pbexp.errors import ConfigError, PbexpError
 from pbexp.rundir import RunDir
+from pbexp.search import study_storage
 from pbexp.training import distributed
 
 LM = [*TINY_LM, "trainer.device=cpu"]
@@ -187,3 +190,6 @@ def test_a_search_with_two_workers_runs_each_trial_as_a_slurm_job(slurm_env, tin
     assert all(RunDir(sweep / t).read_results()["status"] == "completed" for t in trials)
     best = (sweep / "optuna_best.yaml").read_text()
     assert "complete: 4" in best and "fail: 0" in best
+    # asked by two worker processes (mode=batched would ask them all in the sweep's own process)
+    study = optuna.load_study(study_name="pbexp", storage=study_storage(None, sweep))
+    assert len({t.user_attrs[OWNER]["pid"] for t in study.trials}) == 2
