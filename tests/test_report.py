@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -805,3 +806,14 @@ def test_bad_input_exits_2_with_one_line(tmp_path, case, needle):
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("pbexp-report: error:"), proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_event_files_are_read_in_the_order_they_were_written(tmp_path):
+    # A process's 10th writer is named '...<pid>.10', which sorts before its 9th ('...<pid>.9') by name.
+    tb = RunDir(tmp_path / "run").tb
+    tb.mkdir(parents=True)
+    names = [f"events.out.tfevents.1700000000.host.42.{n}" for n in (9, 10)]
+    for i, name in enumerate(names):
+        (tb / name).write_bytes(b"")
+        os.utime(tb / name, ns=(10**18 + i, 10**18 + i))
+    assert [f.name for f in RunDir(tmp_path / "run").tb_events()] == names

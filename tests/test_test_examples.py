@@ -182,7 +182,7 @@ def test_pbexp_eval_writes_the_examples_of_a_run_that_lacks_them(tiny_ptb, tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     written = run.read_test_examples()
     run.test_examples.unlink()  # as a run from before per-example results
-    proc = run_cli([str(run.path), "--write-examples"], tmp_path, module="pbexp.evaluate")
+    proc = run_cli([str(run.path), "--write-examples", "trainer.num_threads=1"], tmp_path, module="pbexp.evaluate")
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = run.read_test_examples()
     assert set(again) == set(written) and all(np.array_equal(again[k], written[k]) for k in written)

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write-examples", action="store_true", help="also write the run's test_examples.npz (for --compare)"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options before or after the key=value overrides
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     try:
         out = evaluate_run(args.source, args.split, args.overrides, args.write_examples)

@@ -125,7 +125,14 @@ class RunDir:
         return next((p for p in (self.best, self.last) if p.is_file()), None)
 
     def tb_events(self) -> list[Path]:
-        return sorted(self.tb.glob("events.out.tfevents.*"))
+        """The event files in the order they were written (a resume's file after the run's first one). Not by
+        name: 'events.out.tfevents.<seconds>.<host>.<pid>.<n>' puts writer 10 of a process before writer 9."""
+
+        def written(f: Path) -> tuple[int, int]:
+            seconds = f.name.split(".")[3]
+            return int(seconds) if seconds.isdigit() else 0, f.stat().st_mtime_ns
+
+        return sorted(self.tb.glob("events.out.tfevents.*"), key=written)
 
     @staticmethod
     def is_run(path: str | os.PathLike) -> bool:
