@@ -74,6 +74,7 @@ def assert_holds(results: dict) -> None:
 
 
 @needs_ptb
+@pytest.mark.slow  # 38 s; test_recipes' irnn case trains the IRNN recipe on real PTB in the fast suite
 def test_irnn_at_64_units_trains_300_steps_and_evaluates(tmp_path):
     assert_holds(irnn_on_ptb(tmp_path, 64))
 

@@ -172,6 +172,7 @@ SEARCH = search_yaml(n_jobs=2, n_trials=4, pruner="none")
 
 
 @pytest.mark.slurm
+@pytest.mark.slow  # 21 s; the fast suite keeps one sweep, one DDP job and one requeue on the scheduler
 def test_a_search_with_two_workers_runs_each_trial_as_a_slurm_job(slurm_env, tiny_ptb, tmp_path):
     # Two workers on this host, each submitting one trial at a time and asking again when it ends: never more
     # than two trial jobs, never a batch waiting for its slowest.

@@ -97,6 +97,7 @@ def test_sweep_with_failing_and_diverging_jobs(tmp_path, tiny_ptb):
         assert all(v is None for k, v in rows[job].items() if k not in ("Run", "Overrides", "Task", "Status"))
 
 
+@pytest.mark.slow  # submitit's local stand-in; tests/test_slurm_scheduler.py runs a sweep through a real SLURM
 def test_two_job_sweep_through_submitit_local(tmp_path, tiny_ptb):
     """The path SLURM jobs take (pickled task function, a separate process per job), run locally."""
     proc, out = sweep(
