@@ -27,7 +27,7 @@ install: $(BIN)/pbexp-train
 train: install  ## the default run: a 2-layer LSTM language model on Penn Treebank
 	$(BIN)/pbexp-train $(ARGS)
 
-test: install  ## the fast test suite, one worker per core (about 4.5 minutes on 2 cores)
+test: install  ## the fast test suite, one worker per core (about 6 minutes on 2 cores)
 	$(BIN)/python -m pytest -n auto $(ARGS)
 
 test-all: install  ## everything, slow tests on real data included
