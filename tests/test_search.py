@@ -56,3 +56,16 @@ def test_four_trial_search_prunes_resumes_and_names_the_best(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted(int(p.name) for p in sweep.iterdir() if p.name.isdigit()) == [0, 1, 2, 3]
     assert "4 trial(s) already done, 0 to go" in again.stdout + again.stderr
+
+
+def test_a_search_space_on_the_command_line_is_checked_and_runs(tmp_path):
+    # interval(...) on the command line: the override check composed each value of a sweep, and Hydra cannot
+    # enumerate an interval ("Can only enumerate CHOICE and RANGE sweeps", a traceback); its two ends are checked.
+    data = write_tiny_ptb(tmp_path / "data" / "ptb").parent
+    args = ["-m", "hydra/sweeper=pbexp_optuna", "hydra.sweeper.n_trials=1", *TINY, f"dataset.root={data}"]
+    proc = run_cli([*args, "trainer.lr=tag(log, interval(0.5, 5.0))", f"hydra.sweep.dir={tmp_path / 's'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (lr,) = [o for o in RunDir(tmp_path / "s" / "0").read_results()["overrides"] if o.startswith("trainer.lr=")]
+    assert 0.5 <= float(lr.split("=")[1]) <= 5.0
+    bad = run_cli([*args, "trainer.lrr=interval(0.5, 5.0)", f"hydra.sweep.dir={tmp_path / 'b'}"], tmp_path)
+    assert bad.returncode == 2 and "trainer.lrr" in bad.stderr and "Traceback" not in bad.stderr

@@ -270,10 +270,7 @@ def _check_overrides(argv: list[str]) -> DictConfig | None:
             parsed.extend(parser.parse_overrides([arg]))
         except Exception as e:  # noqa: BLE001 - the override grammar's error
             raise PbexpError(f"override {arg!r}: {one_line(e)}") from None
-    choices = [
-        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
-        for o in parsed
-    ]
+    choices = [_values_to_check(o) for o in parsed]
     firsts = [c[0] for c in choices]
     # the first value of every key, then each further value of a swept key on its own
     trials = [firsts] + [firsts[:i] + [v] + firsts[i + 1 :] for i, c in enumerate(choices) for v in c[1:]]
@@ -285,6 +282,19 @@ def _check_overrides(argv: list[str]) -> DictConfig | None:
             except Exception as e:  # noqa: BLE001 - every composition error is the user's override
                 raise PbexpError(one_line(e) or type(e).__name__) from None
     return composed[0]
+
+
+def _values_to_check(override) -> list[str]:
+    """``key=value`` for each value of an override to compose: a sweep's values, an interval's two ends (a search
+    space: Hydra cannot enumerate it)."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    key, value = override.get_key_element(), override.value()
+    if isinstance(value, IntervalSweep):
+        return [f"{key}={value.start}", f"{key}={value.end}"]
+    if override.is_sweep_override():
+        return [f"{key}={v}" for v in override.sweep_string_iterator()]
+    return [override.input_line]
 
 
 # Keys that may differ when a run is continued: where and how fast it runs, not what it computes.
