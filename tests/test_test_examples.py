@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from helpers.configs import TINY_LM, compose_cfg, load_dataset
 from helpers.data import write_archive, write_tree
 from pbexp.config import instantiate
+from pbexp.errors import Diverged
 from pbexp.models import build_model
 from pbexp.rundir import RunDir
 from pbexp.train import train
@@ -134,11 +135,19 @@ def test_a_classifier_run_keeps_each_test_prediction_and_label(imdb_root, tmp_pa
 
 @pytest.mark.parametrize("name", ["sklearn_linear", "fasttext_lib"])
 def test_a_model_that_trains_itself_keeps_each_test_prediction(imdb_root, tmp_path, name):
-    run = RunDir(tmp_path / "run")
-    # fastText: 1,000 buckets gave NaN now and then on this data (4 runs in 12); 100,000 none in 20
+    # fastText's own SGD fails at random on a toy corpus ('Encountered NaN': 4 runs in 12 at 1,000 buckets, 1 in
+    # a full suite at 100,000; tests/test_imdb_cli.py saw it too): what is tested here is the file a finished run
+    # writes, so a diverged library run is tried again, at most twice, in a fresh run dir.
     fasttext = ["model.epoch=5", "model.lr=0.1", "model.threads=1", "model.bucket=100000"]
     extra = fasttext if name == "fasttext_lib" else []
-    results = train(compose_cfg([*imdb_args(imdb_root, tmp_path), f"model={name}", *extra]), run)
+    for attempt in range(3):
+        run = RunDir(tmp_path / f"run{attempt}")
+        try:
+            results = train(compose_cfg([*imdb_args(imdb_root, tmp_path), f"model={name}", *extra]), run)
+            break
+        except Diverged:
+            if name != "fasttext_lib" or attempt == 2:
+                raise
     examples = run.read_test_examples()
     pred, label = examples["pred"], examples["label"]
     assert pred.dtype == np.int64 and label.dtype == np.int64
