@@ -13,8 +13,7 @@ import yaml
 
 from helpers.cli import run_cli
 from helpers.configs import TINY_LM
-from pbexp import cli, report
-from pbexp.report import seeds
+from pbexp import report
 from pbexp.rundir import RunDir
 
 T_975_DF2 = 4.302652729911275  # Student's t, 97.5th percentile, 2 degrees of freedom (from a t table)
@@ -203,10 +202,6 @@ def test_the_generic_table_groups_seeds_and_ignores_how_a_run_ran(tmp_path, caps
     text = run_report(capsys, sweep, "--table", "generic", "--ci")
     half = T_975_DF2 * 4.0 / math.sqrt(3)
     assert f"154.00 ± 4.00 (n=3; 95% CI [{154 - half:.2f}, {154 + half:.2f}])" in text
-
-
-def test_the_keys_that_do_not_split_seeds_are_those_a_resume_may_change():
-    assert set(seeds.HOW_KEYS) == set(cli.RESUMABLE_KEYS)
 
 
 def test_pretrained_table_and_plot_over_seeds(tmp_path, capsys, monkeypatch):

@@ -29,7 +29,7 @@ from pbexp import search
 from pbexp.config import CONFIG_DIR
 from pbexp.errors import DiskFull, Diverged, PbexpError
 from pbexp.files import no_space_errno
-from pbexp.rundir import RunDir
+from pbexp.rundir import RESUMABLE_KEYS, RunDir
 from pbexp.training import distributed
 
 log = logging.getLogger("pbexp")
@@ -295,10 +295,6 @@ def _values_to_check(override) -> list[str]:
     if override.is_sweep_override():
         return [f"{key}={v}" for v in override.sweep_string_iterator()]
     return [override.input_line]
-
-
-# Keys that may differ when a run is continued: where and how fast it runs, not what it computes.
-RESUMABLE_KEYS = ("trainer.resume", "trainer.device", "trainer.num_threads", "trainer.log_every", "trainer.compile")
 
 
 def _flat(node, prefix: str = "") -> dict:

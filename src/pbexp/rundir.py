@@ -37,6 +37,9 @@ _RESULTS, _METRICS, _EXAMPLES, _VOCAB, _TB, _CHECKPOINTS, _HYDRA = (
     ".hydra",
 )
 _LAST, _BEST, _LOCK = "last.pt", "best.pt", ".pbexp.lock"
+# Config keys that may differ when a run dir is continued (where and how fast it runs, not what it computes):
+# the CLI's provenance check lets them change, and pbexp-report keeps runs that differ only in them together.
+RESUMABLE_KEYS = ("trainer.resume", "trainer.device", "trainer.num_threads", "trainer.log_every", "trainer.compile")
 
 
 def _epoch_of(line: str) -> float:

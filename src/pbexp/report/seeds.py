@@ -12,11 +12,9 @@ from dataclasses import dataclass
 
 from pbexp.checks import is_number
 from pbexp.report.runs import Run
+from pbexp.rundir import RESUMABLE_KEYS
 
 SEED_KEY = "seed"
-# Keys that say how a run ran, not what it trained (the same as pbexp.cli.RESUMABLE_KEYS, which a resumed run
-# may change): seeds run on another machine or with other threads still belong together.
-HOW_KEYS = ("trainer.resume", "trainer.device", "trainer.num_threads", "trainer.log_every", "trainer.compile")
 
 
 def flat(node, prefix: str = "") -> dict:
@@ -31,12 +29,13 @@ def override_key(item: str) -> str:
 
 
 def without_seed(overrides: list[str]) -> list[str]:
-    return [o for o in overrides if override_key(o) not in (SEED_KEY, *HOW_KEYS)]
+    return [o for o in overrides if override_key(o) not in (SEED_KEY, *RESUMABLE_KEYS)]
 
 
 def setting_key(run: Run) -> str:
-    """What a run trained, but its seed: its config and its overrides, without the seed and HOW_KEYS."""
-    config = {k: v for k, v in flat(run.config).items() if k not in (SEED_KEY, *HOW_KEYS)} if run.config else {}
+    """What a run trained, but its seed: its config and its overrides, without the seed and RESUMABLE_KEYS (how
+    it ran: seeds run on another machine or with other threads still belong together)."""
+    config = {k: v for k, v in flat(run.config).items() if k not in (SEED_KEY, *RESUMABLE_KEYS)} if run.config else {}
     return json.dumps([config, sorted(without_seed(run.overrides))], sort_keys=True, default=str)
 
 
@@ -70,7 +69,7 @@ class Group:
 
     @property
     def overrides(self) -> list[str]:
-        """The overrides every run has but the seed (a HOW_KEYS one may differ), then seed=<each run's>."""
+        """The overrides every run has but the seed (a RESUMABLE_KEYS one may differ), then seed=<each run's>."""
         if len(self.runs) == 1:
             return self.first.overrides
         shared = [o for o in self.first.overrides if all(o in r.overrides for r in self.runs)]
