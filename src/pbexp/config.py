@@ -17,6 +17,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from pbexp.checks import check_bool, check_choice, check_int, check_number
 from pbexp.errors import ConfigError, PbexpError
+from pbexp.training.averaging import MODES as AVERAGE_MODES
 from pbexp.training.trainer import OPTIMIZERS, SCHEDULES
 
 
@@ -33,7 +34,7 @@ def _config_dir() -> str:
 
 CONFIG_DIR = _config_dir()
 DEVICES = ("auto", "cpu", "cuda")
-AMP = ("none", "bf16")
+AMP = ("none", "bf16", "auto")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -73,6 +74,9 @@ def validate(cfg: DictConfig) -> None:
     if t.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(t.device)):
         raise ConfigError("trainer.device", t.device, f"one of {list(DEVICES)} or cuda:<n>")
     check_choice("trainer.amp", t.amp, AMP)
+    check_choice("trainer.average", t.average, AVERAGE_MODES)
+    check_int("trainer.average_from", t.average_from, low=1)
+    check_int("trainer.average_nonmono", t.average_nonmono, low=1)
     check_bool("trainer.compile", t.compile)
     check_bool("trainer.deterministic", t.deterministic)
     if t.init_from is not None and not Path(str(t.init_from)).exists():

@@ -95,13 +95,7 @@ def check_lm_config(vocab_size, cell, emb_size, hidden_size, num_layers, dropout
     """Raise ConfigError for values the model cannot be built with, before any tensor is made."""
     check_choice("model.cell", cell, sorted(CELLS))
     check_choice("model.init", init, INITS)
-    for key, value in (
-        ("model.emb_size", emb_size),
-        ("model.hidden_size", hidden_size),
-        ("model.num_layers", num_layers),
-        ("vocab_size", vocab_size),
-    ):
-        check_int(key, value)
+    check_lm_sizes(vocab_size, emb_size, hidden_size, num_layers)
     check_number("model.dropout", dropout, 0, 1, high_open=True)
     check_bool("model.tie_weights", tie_weights)
     if tie_weights and emb_size != hidden_size:
@@ -110,3 +104,14 @@ def check_lm_config(vocab_size, cell, emb_size, hidden_size, num_layers, dropout
             tie_weights,
             f"only with model.emb_size == model.hidden_size (got {emb_size} and {hidden_size})",
         )
+
+
+def check_lm_sizes(vocab_size, emb_size, hidden_size, num_layers) -> None:
+    """The sizes every language model is built from: positive integers."""
+    for key, value in (
+        ("model.emb_size", emb_size),
+        ("model.hidden_size", hidden_size),
+        ("model.num_layers", num_layers),
+        ("vocab_size", vocab_size),
+    ):
+        check_int(key, value)

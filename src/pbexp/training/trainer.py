@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Protocol
 
@@ -32,6 +32,7 @@ from pbexp.errors import ConfigError, Diverged, PbexpError
 from pbexp.rundir import RunDir
 from pbexp.training import checkpoint as ckpt
 from pbexp.training import distributed, faults
+from pbexp.training.averaging import WeightAverage
 from pbexp.training.logger import Progress, RunLogger
 from pbexp.training.tasks import Task
 
@@ -44,6 +45,29 @@ def cpu_has_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN
         return False
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 that runs at full speed here: a CPU with avx512_bf16 / AMX, a GPU of compute capability 8 or later."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and cpu_has_bf16()
+
+
+def use_bf16(amp: str, device: torch.device, say: bool = True) -> bool:
+    """Whether to autocast to bf16 for ``trainer.amp``: ``bf16`` (except on a CPU without native bf16, where
+    autocast measured ~10x slower and fails in oneDNN's LSTM), ``auto`` (where it is native) or ``none``."""
+    native = native_bf16(device)
+    if amp == "auto" and say:
+        log.info("trainer.amp=auto: %s", "bf16 (native here)" if native else "fp32 (no native bf16 here)")
+    if amp == "bf16" and device.type == "cpu" and not native:
+        if say:
+            log.warning(
+                "trainer.amp=bf16: this CPU has no native bf16 (oneDNN reports none), where bf16 autocast measured "
+                "~10x slower and fails in oneDNN's LSTM; training in fp32 instead"
+            )
+        return False
+    return native if amp == "auto" else amp == "bf16"
 
 
 # The optimisers trainer.optimizer names (config.validate checks against these keys). Adagrad takes sparse
@@ -116,13 +140,7 @@ class Trainer:
             check_compilable(model)
             self.net = torch.compile(self.net)
         self.device, self.seed, self.is_main = device, seed, is_main
-        self.bf16 = cfg.amp == "bf16"
-        if self.bf16 and device.type == "cpu" and not cpu_has_bf16():
-            log.warning(
-                "trainer.amp=bf16: this CPU has no native bf16 (oneDNN reports none), where bf16 "
-                "autocast measured ~10x slower and fails in oneDNN's LSTM; training in fp32 instead"
-            )
-            self.bf16 = False
+        self.bf16 = use_bf16(cfg.amp, device, is_main)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if cfg.optimizer.lower() not in ("sgd", "adagrad") and any(
             getattr(m, "sparse", False) for m in model.modules()
@@ -135,6 +153,8 @@ class Trainer:
         # A model with every weight frozen has nothing to optimise: it is only evaluated.
         self.optimizer = make_optimizer(cfg, self.params) if self.params else None
         self.scheduler = make_scheduler(cfg, self.optimizer) if self.params else None
+        self.average = WeightAverage(self.params, cfg.average, cfg.average_from, cfg.average_nonmono)
+        self.valid_history: list[float] = []  # each epoch's monitored valid metric (the nonmono trigger reads it)
         # Counters; restored by resume().
         self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
         self.best, self.epochs_since_best = None, 0
@@ -166,6 +186,8 @@ class Trainer:
             "best": self.best,
             "epochs_since_best": self.epochs_since_best,
             "best_valid": self.best_valid,
+            "average": self.average.state_dict(),
+            "valid_history": self.valid_history,
             "epoch_time": self.epoch_time,
             "time_done": self.time_done,
         }
@@ -196,6 +218,8 @@ class Trainer:
         self.time_done = state.get("time_done", 0.0)
         self.epochs_since_best = state.get("epochs_since_best", 0)  # older checkpoints lack it
         self.best_valid = state.get("best_valid") or {}  # older checkpoints: test() reads it from the best weights
+        self.average.load_state_dict(state.get("average"))
+        self.valid_history = state.get("valid_history", [])
         own = self._own_part(state)
         self.epoch_loss, self.epoch_count = own["epoch_loss"].to(self.device), own["epoch_count"]
         self.task.load_state_dict(own["task"])
@@ -347,6 +371,8 @@ class Trainer:
         if self.batch_in_epoch == 0:
             task.start_epoch(self.model, self.epoch, self.seed)
             self._reset_epoch_sums()
+            if self.average.starts_with_epoch(self.epoch):
+                self._start_average()
         model.train()
         total = task.num_batches()
         if cfg.limit_batches:  # quick presets: shorter epochs, same schedule and evaluation
@@ -365,6 +391,7 @@ class Trainer:
             if cfg.clip > 0:
                 grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.clip)
             self.optimizer.step()
+            self.average.update()
             weighted = loss.detach() * n  # summed, not averaged: windows and batches may differ in size
             loss_sum += weighted
             self.epoch_loss += weighted
@@ -425,7 +452,8 @@ class Trainer:
         t_valid = time.perf_counter()
         # Every process evaluated the same weights, but another GPU or cuDNN algorithm may change the last bits:
         # rank 0's numbers decide the best weights, the lr schedule and early stopping for all.
-        valid = distributed.from_main(self.evaluate("valid"))
+        with self.average.applied():  # averaged SGD: the mean of the weights is what is evaluated and kept
+            valid = distributed.from_main(self.evaluate("valid"))
         self.valid_seconds = time.perf_counter() - t_valid
         self.check_evaluation("valid", valid, train)
         monitored = valid[task.monitor]
@@ -459,9 +487,13 @@ class Trainer:
         if better:
             self.best, self.best_valid = monitored, valid
             if self.is_main:
-                ckpt.save_atomic(
-                    {"model": self.model.state_dict(), "epoch": self.epoch, "valid": valid}, self.run_dir.best
-                )
+                with self.average.applied():
+                    ckpt.save_atomic(
+                        {"model": self.model.state_dict(), "epoch": self.epoch, "valid": valid}, self.run_dir.best
+                    )
+        if self.average.starts_after(self.valid_history, monitored, task.monitor_mode == "min"):
+            self._start_average()
+        self.valid_history.append(monitored)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(monitored if task.monitor_mode == "min" else -monitored)
         elif self.scheduler is not None:
@@ -493,18 +525,30 @@ class Trainer:
         if self.is_main:
             logger.scalars("test", test, self.step)
             self.task.log_extras(logger, "test", test, self.step)
-        return final_record(
+        record = final_record(
             last.get("epoch", self.epoch - 1), self.step, self.stopped_early, last, self.best_valid, test
         )
+        record["precision"] = "bf16" if self.bf16 else "fp32"  # what trainer.amp (auto: the hardware) gave
+        if self.average.active:
+            record["averaged_from_step"] = self.average.started_at_step
+        return record
+
+    def _start_average(self) -> None:
+        self.average.start(self.step)
+        if self.is_main:
+            log.info("averaged SGD: the weights are averaged from step %d (epoch %d) on", self.step, self.epoch)
 
     def test(self) -> dict:
-        """Test metrics with the best weights (the current ones if no epoch finished); rank 0 keeps the same pass's
-        per-example results in ``RunDir.test_examples``."""
+        """Test metrics with the best weights (the current ones, or their mean under averaged SGD, if no epoch
+        finished); rank 0 keeps the same pass's per-example results in ``RunDir.test_examples``."""
+        current = self.average.applied()
         if self.run_dir.best.exists():
             state = ckpt.load(self.run_dir.best, map_location=self.device)
             self.model.load_state_dict(state["model"])
             self.best_valid = self.best_valid or state["valid"]
-        test, examples = self.timed_evaluation("test", self.task.evaluate_examples)
+            current = nullcontext()
+        with current:
+            test, examples = self.timed_evaluation("test", self.task.evaluate_examples)
         test = distributed.from_main(test)  # rank 0's, as for valid: its examples are the ones written
         self.check_evaluation("test", test)
         if self.is_main:
