@@ -12,7 +12,7 @@ import torch
 import pbexp.data.imdb as imdb
 import pbexp.data.tokenize_pool as tokenize_pool
 from helpers.configs import REPO, load_dataset
-from helpers.data import COUNT, N_TRAIN, tiny_reviews, write_archive, write_tree
+from helpers.data import COUNT, N_TRAIN, isolate_imdb, tiny_reviews, write_archive, write_tree
 from pbexp.data.imdb import CLASSES, Review, load_imdb, read_reviews, stratified_split
 from pbexp.data.tokenize import tokenize
 from pbexp.data.tokenize_pool import PAD, UNK, numericalise
@@ -23,14 +23,7 @@ REAL_DATA = Path(os.environ.get("PBEXP_DATA_MIRROR", "/work/shared/data")) / "im
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """No real data mirror, no network, no writes to ~/.cache."""
-    monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
-    monkeypatch.setenv("PBEXP_CACHE_DIR", str(tmp_path / "user-cache"))
-
-    def no_network(url, dest, sha256=None, timeout=30.0):
-        raise AssertionError(f"test tried to download {url}")
-
-    monkeypatch.setattr(imdb, "download", no_network)
+    isolate_imdb(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -100,3 +100,16 @@ def write_archive(folder: Path, archive: Path, extra: list[tuple[str, bytes]] = 
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return archive
+
+
+def isolate_imdb(tmp_path: Path, monkeypatch) -> None:
+    """For an IMDB test: no real data mirror, no network, no writes to ~/.cache."""
+    from pbexp.data import imdb
+
+    monkeypatch.delenv("PBEXP_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("PBEXP_CACHE_DIR", str(tmp_path / "user-cache"))
+
+    def no_network(url, dest, sha256=None, timeout=30.0):
+        raise AssertionError(f"test tried to download {url}")
+
+    monkeypatch.setattr(imdb, "download", no_network)

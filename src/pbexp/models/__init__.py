@@ -103,7 +103,8 @@ def build_model(
 ) -> torch.nn.Module | SelfTrainedModel:
     """Instantiate the model with the sizes the task knows (``task.model_kwargs()``: vocab size, classes, ...),
     then load pretrained embeddings if asked: a GloVe-format file, or ``word2vec`` (vectors trained on
-    ``training_sentences()``, the training split only)."""
+    ``training_sentences()``: the training split, plus the dataset's unlabelled text when it has some, as IMDB
+    with ``dataset.unsup=true``; never valid or test)."""
     cfg = model_config(model_cfg, kind)
     extra = {k: cfg.pop(k, None) for k in BUILDER_KEYS}
     model = instantiate(cfg, **task_kwargs)

@@ -1,8 +1,9 @@
-"""Word vectors trained on the training split only, for ``model.pretrained=word2vec``.
+"""Word vectors trained on the training split (and a dataset's unlabelled text), for ``model.pretrained=word2vec``.
 
 Skip-gram with negative sampling (Mikolov et al. 2013), by gensim, over the training split's token ids as
-words (so the vectors see exactly the model's tokens, ``<unk>`` included); valid and test text never shape
-them. Written in GloVe's text format to the user's cache folder, named by a hash of the corpus, the
+words (so the vectors see exactly the model's tokens, ``<unk>`` included), plus the unlabelled reviews of
+``dataset=imdb dataset.unsup=true`` (the dataset's ``training_sentences()`` says which); valid and test text
+never shape them. Written in GloVe's text format to the user's cache folder, named by a hash of the corpus, the
 vocabulary and the settings, then loaded like any pretrained file. Needs the optional extra
 ``pip install 'pbexp[word2vec]'``.
 """
@@ -32,7 +33,8 @@ def _stable_hash(text: str) -> int:
 
 
 def word2vec_file(sentences: list[torch.Tensor], vocab: Vocab, dim: int, seed: int = 0) -> Path:
-    """The cached vectors file for these training ``sentences`` (1-D id tensors), trained if missing."""
+    """The cached vectors file for these training ``sentences`` (1-D id tensors: the training split's, then any
+    unlabelled text's), trained if missing."""
     h = hashlib.sha256(repr((dim, seed, SETTINGS, vocab.itos)).encode())
     for s in sentences:
         h.update(s.numpy().tobytes())
@@ -46,7 +48,7 @@ def word2vec_file(sentences: list[torch.Tensor], vocab: Vocab, dim: int, seed: i
         raise PbexpError("model.pretrained=word2vec needs gensim: pip install 'pbexp[word2vec]'") from e
     words = [[vocab.itos[i] for i in s.tolist()] for s in sentences]
     log.info(
-        "word2vec: training %d-d skip-gram vectors on %d training sentences (%d tokens) ...",
+        "word2vec: training %d-d skip-gram vectors on %d sentences (%d tokens) ...",
         dim,
         len(words),
         sum(map(len, words)),
