@@ -14,6 +14,8 @@
 #        scripts/gpu_check.sh tables   the report's rnn_types table at full size (40 epochs a cell) instead:
 #        all five jobs at once on the one GPU (joblib), cuDNN RNNs, bf16 autocast, no deterministic
 #        algorithms; at most 10 minutes, then the table from what finished (a cut job resumes on rerun).
+#        scripts/gpu_check.sh ptb_best_gpu   AWD-LSTM (experiment=ptb_best_gpu) for at most 9 minutes, then its
+#        epoch records (valid ppl, tokens/s); SIGTERM checkpoints it and each rerun continues the same run dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
@@ -29,6 +31,21 @@ if [ "${1:-}" = tables ]; then
     trainer.num_threads=2 || true
   echo "rnn_types at full size: $(( $(date +%s) - start )) s wall"
   .venv/bin/pbexp-report $out --table rnn_types --with-report || true
+  exit 0
+fi
+if [ "${1:-}" = ptb_best_gpu ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >/dev/null 2>&1 \
+    || { echo "gpu_check: no CUDA device (nvidia-smi finds no NVIDIA GPU)" >&2; exit 2; }
+  out=outputs/gpu_check/ptb_best_gpu
+  timeout 540 .venv/bin/pbexp-train experiment=ptb_best_gpu hydra.run.dir=$out || true
+  "$py" - "$out" <<'PY'
+import sys
+from pbexp.rundir import RunDir
+run = RunDir(sys.argv[1])
+for r in run.read_metrics():
+    print(f"epoch {r['epoch']}: valid ppl {r['valid/ppl']:.2f}, {r['perf/tokens_per_s']:.0f} tokens/s, lr {r['lr']:g}")
+print(run.read_results() or "not finished: rerun `scripts/gpu_check.sh ptb_best_gpu` to continue it")
+PY
   exit 0
 fi
 exec "$py" benches/gpu_check.py "$@"

@@ -126,7 +126,7 @@ def test_a_training_step_of_every_model_runs_under_strict_determinism(name, no_c
     runtime.setup(cfg.trainer, cfg.seed)
     assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
     if name in LANGUAGE_MODELS:
-        model = make_model(name, vocab_size=30, emb_size=8, hidden_size=8, num_layers=2, dropout=0.1)
+        model = make_model(name, vocab_size=30, emb_size=8, hidden_size=8, num_layers=2)  # each config's dropout
         x = torch.randint(0, 30, (6, 3))
         out, _ = model(x[:-1], model.init_hidden(3))
         loss = F.cross_entropy(out.reshape(-1, 30), x[1:].reshape(-1))
