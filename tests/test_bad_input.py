@@ -211,7 +211,7 @@ CASES = [
         "out of memory on this machine",
     ),
     ("typo-key", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lrr=1"], "Could not override 'trainer.lrr'"),
-    ("unknown-choice", lambda d: [f"dataset.root={_ptb(d)}", "model=foo"], "Available options in 'model': cnn"),
+    ("unknown-choice", lambda d: [f"dataset.root={_ptb(d)}", "model=foo"], "Available options in 'model': awd_lstm"),
     ("bad-override-syntax", lambda d: [f"dataset.root={_ptb(d)}", "trainer.lr=[1"], "override 'trainer.lr=[1'"),
     ("bad-sweep-value", lambda d: ["-m", f"dataset.root={_ptb(d)}", "model=lstm,foo"], "Could not find 'model/foo'"),
     (

@@ -29,8 +29,9 @@ REAL_IS_AVAILABLE = torch.cuda.is_available
 MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 CLASSIFIERS = [n for n in MODELS if model_kind(compose_cfg([f"model={n}"]).model) == "clf"]
 LANGUAGE_MODELS = [n for n in MODELS if n not in CLASSIFIERS]
-# Small tables keep the tests fast (the fastText library's NaNs on this data with 1,000 buckets).
-SMALL = {"fasttext": {"buckets": 1000}, "fasttext_lib": {"bucket": 100_000, "threads": 1, "epoch": 5}}
+# Small tables keep the tests fast (the fastText library's NaNs on this data with 1,000 buckets, and at random
+# at its default lr 0.5: seen once in a full run on 2026-12-06).
+SMALL = {"fasttext": {"buckets": 1000}, "fasttext_lib": {"bucket": 100_000, "threads": 1, "epoch": 5, "lr": 0.1}}
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Averaged SGD (Polyak & Juditsky 1992), as AWD-LSTM uses it (Merity et al. 2017's NT-ASGD): from a start
 point on, the trainer keeps the running mean of the weights after every optimiser step and evaluates, keeps
-(best.pt) and tests the mean instead of the last weights; the optimiser itself goes on as before.
+(as the best checkpoint) and tests the mean instead of the last weights; the optimiser itself goes on as before.
 
 ``trainer.average``: ``none``; ``from_epoch`` (the mean starts at the beginning of epoch
 ``trainer.average_from``); ``nonmono`` (Merity et al.'s non-monotone trigger: it starts after the first epoch
