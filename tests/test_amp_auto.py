@@ -1,5 +1,5 @@
 """trainer.amp=auto: bf16 exactly where the hardware has it natively (oneDNN's own report on a CPU), said in the
-log and in results.json's "precision"."""
+log and in the run's results ("precision")."""
 
 import pytest
 import torch
